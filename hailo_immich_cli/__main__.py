@@ -1,0 +1,3 @@
+from hailo_immich_cli.cli import main
+
+main()

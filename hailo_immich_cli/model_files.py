@@ -1,0 +1,107 @@
+"""Where a recipe's files live on disk, and whether they are usable.
+
+Lookup order per file: the models dir (`<models_dir>/<recipe id>/<file name>`), then an Immich ML
+cache folder if one is configured and the recipe names the file's place in it. Nothing is copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from hailo_immich_cli.errors import ModelCorruptError, ModelMissingError
+from hailo_immich_cli.recipes import FileSpec, Recipe
+from hailo_immich_cli.settings import Settings
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so provenance costs one read per process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASH_CACHE:
+            return _HASH_CACHE[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _HASH_LOCK:
+        _HASH_CACHE[key] = value
+    return value
+
+
+@dataclass(frozen=True)
+class FileState:
+    spec: FileSpec
+    path: Path | None
+    state: str  # present | missing | corrupt
+    reason: str = ""
+
+
+class ModelFiles:
+    def __init__(self, settings: Settings):
+        self.models_dir = Path(settings.models_dir)
+        self.immich_cache = Path(settings.immich_cache_folder) if settings.immich_cache_folder else None
+
+    def target(self, recipe: Recipe, spec: FileSpec) -> Path:
+        """Where fetch-models puts this file."""
+        return self.models_dir / recipe.id / spec.name
+
+    def candidates(self, recipe: Recipe, spec: FileSpec) -> list[Path]:
+        paths = [self.target(recipe, spec)]
+        if self.immich_cache is not None and spec.immich_path:
+            paths.append(self.immich_cache / spec.immich_path)
+        return paths
+
+    def find(self, recipe: Recipe, spec: FileSpec) -> Path | None:
+        for path in self.candidates(recipe, spec):
+            if path.is_file():
+                return path
+        return None
+
+    def path(self, recipe: Recipe, role: str = "model") -> Path:
+        """The file to load, or a ModelMissingError naming the command that fetches it."""
+        spec = recipe.file(role)
+        found = self.find(recipe, spec)
+        if found is None:
+            raise ModelMissingError(recipe.id, str(self.target(recipe, spec)))
+        return found
+
+    def check(self, recipe: Recipe, spec: FileSpec, verify_hash: bool = True) -> FileState:
+        found = self.find(recipe, spec)
+        if found is None:
+            return FileState(spec, None, "missing")
+        if spec.size is not None and found.stat().st_size != spec.size and found == self.target(recipe, spec):
+            return FileState(spec, found, "corrupt", f"size {found.stat().st_size} != {spec.size}")
+        if verify_hash and spec.sha256 and found == self.target(recipe, spec):
+            actual = sha256_of(found)
+            if actual != spec.sha256:
+                return FileState(spec, found, "corrupt", f"sha256 {actual[:12]}... != {spec.sha256[:12]}...")
+        if found.suffix == ".hef":
+            from hailo_immich_cli.hef import HefFormatError, read_header
+
+            try:
+                read_header(found, verify=verify_hash)
+            except HefFormatError as exc:
+                return FileState(spec, found, "corrupt", str(exc))
+        return FileState(spec, found, "present")
+
+    def states(self, recipe: Recipe, verify_hash: bool = True) -> list[FileState]:
+        return [self.check(recipe, spec, verify_hash) for spec in recipe.files]
+
+    def require(self, recipe: Recipe, role: str = "model") -> Path:
+        """Like path(), but a corrupt file is a typed error too (used right before loading)."""
+        spec = recipe.file(role)
+        state = self.check(recipe, spec, verify_hash=False)
+        if state.state == "missing":
+            raise ModelMissingError(recipe.id, str(self.target(recipe, spec)))
+        if state.state == "corrupt":
+            raise ModelCorruptError(recipe.id, str(state.path), state.reason)
+        assert state.path is not None
+        return state.path

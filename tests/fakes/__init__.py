@@ -1,0 +1,1 @@
+"""Test doubles (the hailo_platform double lives here)."""
