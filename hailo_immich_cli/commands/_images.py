@@ -1,0 +1,73 @@
+"""The per-image loop shared by `detect`, `embed` and `ocr`: decode, run, report, never stop on one bad file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hailo_immich_cli.batch.scan import iter_image_files
+from hailo_immich_cli.errors import BadInputError, HailoImmichError
+from hailo_immich_cli.imaging import DecodedImage, decode_image
+
+T = TypeVar("T")
+
+
+@dataclass
+class ImageOutcome(Generic[T]):
+    path: Path
+    result: T | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    ok: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def process_images(
+    paths: Iterable[Path],
+    work: Callable[[Path, DecodedImage], T],
+    console: Console,
+    summary: RunSummary,
+    max_pixels: int = 100_000_000,
+    show_progress: bool = True,
+) -> Iterator[ImageOutcome[T]]:
+    """Yield one outcome per file; decode errors and bad input are outcomes, device errors propagate."""
+    files = list(iter_image_files(paths))
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not show_progress or len(files) < 2,
+    )
+    with progress:
+        task = progress.add_task("images", total=len(files))
+        for path in files:
+            outcome: ImageOutcome[T] = ImageOutcome(path)
+            try:
+                image = decode_image(path, max_pixels=max_pixels, exif_transpose=True)
+                outcome.result = work(path, image)
+                summary.ok += 1
+            except BadInputError as exc:
+                outcome.error = str(exc)
+            except HailoImmichError:
+                raise
+            except OSError as exc:
+                outcome.error = f"{path}: {exc.strerror or exc}"
+            if outcome.error:
+                summary.failed.append((path, outcome.error))
+                console.print(f"[yellow]skipped[/] {outcome.error}", markup=True, highlight=False)
+            progress.advance(task)
+            yield outcome
+
+
+def report_failures(console: Console, summary: RunSummary) -> None:
+    if summary.failed:
+        console.print(f"[red]{len(summary.failed)} file(s) failed[/], {summary.ok} processed", markup=True)
