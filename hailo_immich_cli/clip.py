@@ -131,20 +131,27 @@ def _chunks(n: int, step: int) -> list[slice]:
 def encode_images(session, images: Sequence[np.ndarray], model: str | None = None) -> Embeddings:
     """Image embeddings (N, D), L2-normalised, in input order."""
     recipe = session.resolve(VISUAL, model)
-    loaded = session.model(recipe.id)
-    _check_visual_files(session, recipe)
-    name = input_name(recipe, loaded.inputs)
     parts: list[np.ndarray] = []
-    provenance = loaded.provenance
+    provenance = session.model(recipe.id).provenance
     for part in _chunks(len(images), recipe.batch_size):
         with session.host_time(recipe.id):
             feed = prepare_images(recipe, images[part])
-        result = session.run(recipe.id, {name: feed})
-        provenance = result.provenance
-        with session.host_time(recipe.id):
-            parts.append(_finish(recipe, _output(recipe, result.outputs)))
+        done = encode_prepared(session, recipe, feed)
+        parts.append(done.vectors)
+        provenance = done.provenance
     vectors = np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
     return Embeddings(vectors, provenance)
+
+
+def encode_prepared(session, recipe: Recipe, feed: np.ndarray) -> Embeddings:
+    """Run an already prepared visual batch (from `prepare_images`); for callers that decode and
+    prepare one image at a time (the `embed` command) and batch afterwards."""
+    loaded = session.model(recipe.id)
+    _check_visual_files(session, recipe)
+    result = session.run(recipe.id, {input_name(recipe, loaded.inputs): feed})
+    with session.host_time(recipe.id):
+        vectors = _finish(recipe, _output(recipe, result.outputs))
+    return Embeddings(vectors, result.provenance)
 
 
 _CHECKED: set[tuple[str, str]] = set()
