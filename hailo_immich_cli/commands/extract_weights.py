@@ -7,7 +7,6 @@ from typing import Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 
 from hailo_immich_cli.commands._common import ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.errors import BadInputError
@@ -29,10 +28,9 @@ def register(app: typer.Typer) -> None:
         from hailo_immich_cli.weights import extract_text_weights, read_checkpoint, save_npz, weights_spec
 
         settings = load_settings(models_dir=models_dir)
-        out = Console(no_color=settings.no_color, highlight=False)
         if list_keys:
             for key, tensor in sorted(read_checkpoint(checkpoint).items()):
-                out.print(f"{key}\t{list(tensor.shape)}\t{tensor.dtype}")
+                typer.echo(f"{key}\t{list(tensor.shape)}\t{tensor.dtype}")
             return
         book = RecipeBook.load(settings.recipes_dir)
         if recipe is None:
@@ -48,6 +46,6 @@ def register(app: typer.Typer) -> None:
         save_npz(arrays, target)
         for name, array in arrays.items():
             if name != "source_checkpoint":
-                out.print(f"{name}\t{list(array.shape)}")
-        out.print(f"wrote {target}")
+                typer.echo(f"{name}\t{list(array.shape)}")
+        typer.echo(f"wrote {target}")
         stderr_console(settings).print(f"recipe {chosen.id} is ready once its HEF is fetched (hailo-immich fetch-models --recipe {chosen.id})")
