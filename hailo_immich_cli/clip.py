@@ -278,7 +278,6 @@ def load_text_weights(recipe: Recipe, path: Path) -> dict[str, np.ndarray]:
 
 
 def text_resources(session, recipe: Recipe) -> _TextResources:
-    paths = _role_paths(session, recipe)
     weights_path = None
     if recipe.has_file("weights"):
         spec = recipe.file("weights")
@@ -286,6 +285,7 @@ def text_resources(session, recipe: Recipe) -> _TextResources:
         if weights_path is None:
             raise ModelMissingError(recipe.id, str(session.files.target(recipe, spec)),
                                     hint=f"hailo-immich extract-weights --recipe {recipe.id} CHECKPOINT (see the recipe for where to get it)")
+    paths = _role_paths(session, recipe)
     key = (recipe.id, tuple(sorted((k, str(v), v.stat().st_mtime_ns if v else 0) for k, v in paths.items())),
            str(weights_path), weights_path.stat().st_mtime_ns if weights_path else 0)
     with _RESOURCES_LOCK:

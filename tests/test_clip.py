@@ -232,3 +232,91 @@ def test_hailo_siglip_feed_shape_and_uint16(recipe_book):
     pooled = clip.text_vectors(recipe, np.random.default_rng(2).standard_normal((2, 1, 1, 768)), ids, w, eot_id=1)
     assert pooled.shape == (2, 768)
     np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-5)
+
+
+# ---- Hailo recipes through the session with a device double ---------------------------------
+
+
+class _DeviceDouble:
+    """Stands in for the Hailo backend in these tests only (the project's hailo_platform test double
+    is another helper's work): it records what the host feeds and answers with a known function of it,
+    so the host-side steps around the device are checked exactly. Results here are emulated, not hardware."""
+
+    name = "hailo"
+
+    def __init__(self):
+        self.fed: list[np.ndarray] = []
+
+    def load(self, recipe, files):
+        from hailo_immich_cli.backends.base import LoadedModel, Provenance
+
+        double = self
+
+        class Model(LoadedModel):
+            def __init__(self):
+                self.recipe = recipe
+                self.provenance = Provenance(recipe.id, "hailo", "0" * 64, "emulated Hailo-8", "test double")
+                spec, out = recipe.inputs[0], recipe.outputs[0]
+                self.inputs = (TensorInfo("in", spec.shape, spec.dtype, quant_scale=0.001, quant_zp=30000.0),)
+                self.outputs = (TensorInfo("out", out.shape, "float32"),)
+
+            def run(self, feeds):
+                x = next(iter(feeds.values()))
+                double.fed.append(x)
+                if recipe.task == "clip-textual":
+                    return {"out": x.astype(np.float32) + 1.0}  # "encoder": shift every token row by 1
+                pooled = x.reshape(x.shape[0], -1, 3).mean(axis=1).astype(np.float32)  # (N, 3) mean colour
+                return {"out": np.tile(pooled, (1, recipe.embedding_dim // 3 + 1))[:, : recipe.embedding_dim].reshape(x.shape[0], 1, 1, -1)}
+
+        return Model()
+
+    def info(self):
+        return {"backend": "hailo", "device": "emulated"}
+
+    def close(self):
+        pass
+
+
+@pytest.fixture()
+def hailo_session(tmp_path, clip_assets):
+    rng = np.random.default_rng(0)
+    weights = {"token_embedding": rng.standard_normal((49408, 512)).astype(np.float32),
+               "positional_embedding": rng.standard_normal((77, 512)).astype(np.float32),
+               "text_projection": rng.standard_normal((512, 512)).astype(np.float32)}
+    rid = "tinyclip-vit-39m-16-textual-hailo"
+    (tmp_path / rid).mkdir()
+    np.savez(tmp_path / rid / "tinyclip_text_weights.npz", **weights)
+    (tmp_path / rid / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_assets["bpe_simple_vocab_16e6.txt.gz"].read_bytes())
+    settings = Settings.load(env={}, backend="cpu", models_dir=tmp_path)
+    double = _DeviceDouble()
+    with SessionManager(settings, RecipeBook.load(), backends={"hailo": double}) as s:
+        yield s, double, weights
+
+
+def test_hailo_text_recipe_end_to_end_with_device_double(hailo_session):
+    session, double, w = hailo_session
+    out = clip.encode_texts(session, ["a photo of an astronaut", "a photo of a cat"], model="tinyclip-vit-39m-16-textual-hailo")
+    fed = double.fed[-1]
+    assert fed.shape == (2, 1, 77, 512) and fed.dtype == np.float32
+    np.testing.assert_array_equal(fed[0, 0, 2], w["token_embedding"][1125])  # 'photo', no positional added on the host
+    np.testing.assert_array_equal(fed[0, 0, 10], w["token_embedding"][0])  # padded with id 0
+    expected = (w["token_embedding"][49407] + 1.0) @ w["text_projection"]  # device row at EOT (index 6), projected
+    np.testing.assert_allclose(out.vectors[0], expected / np.linalg.norm(expected), rtol=1e-5, atol=1e-6)
+    assert out.provenance.backend == "hailo" and out.provenance.extra["weights_sha256"]
+
+
+def test_hailo_visual_recipe_feeds_uint8_nhwc(hailo_session, photos):
+    session, double, _ = hailo_session
+    out = clip.encode_images(session, [photos["chelsea"], photos["coffee"]], model="siglip-b16-visual-hailo")
+    fed = double.fed[-1]
+    assert fed.shape == (2, 224, 224, 3) and fed.dtype == np.uint8  # normalisation is on-chip
+    squash = np.asarray(Image.fromarray(photos["chelsea"]).resize((224, 224), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(fed[0], squash)
+    assert out.vectors.shape == (2, 768) and out.provenance.recipe_id == "siglip-b16-visual-hailo"
+
+
+def test_hailo_text_weights_missing_names_extract_weights(tmp_path):
+    settings = Settings.load(env={}, backend="cpu", models_dir=tmp_path)
+    with SessionManager(settings, RecipeBook.load(), backends={"hailo": _DeviceDouble()}) as s:
+        with pytest.raises(ModelMissingError, match="extract-weights"):
+            clip.encode_texts(s, ["x"], model="clip-vit-b32-textual-hailo")
