@@ -137,3 +137,17 @@ def test_resolve_by_recipe_id_immich_name_and_default(cpu_models, recipe_book):
 def test_per_task_backend_override_is_validated():
     with pytest.raises(Exception, match="must name hailo or cpu"):
         Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "face-recognition=gpu"})
+
+
+def test_configured_task_recipe_wins_when_it_reproduces_the_name(cpu_models, recipe_book):
+    settings = cpu_models.with_overrides(task_recipes={"ocr-detection": DET, "face-detection": DET})
+    with SessionManager(settings, recipe_book) as session:
+        assert session.resolve("ocr-detection").id == DET
+        assert session.resolve("ocr-detection", "PP-OCRv5_mobile").id == DET
+        with pytest.raises(UnknownModelError, match="HAILO_IMMICH_TASK_RECIPES"):
+            session.resolve("face-detection")
+
+
+def test_per_task_backend_is_read_from_env():
+    settings = Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "face-recognition=cpu, ocr-detection=hailo"})
+    assert settings.model_backends == {"face-recognition": "cpu", "ocr-detection": "hailo"}
