@@ -77,8 +77,41 @@ def resize_for_clip(rgb: np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+_RESIZE_MODES = ("shortest-crop", "crop-resize", "squash")
+_CHOICES = {
+    ("preprocess", "resize"): _RESIZE_MODES,
+    ("preprocess", "interpolation"): tuple(_FILTERS),
+    ("text", "feed"): ("token-ids", "token-embeddings"),
+    ("text", "output"): ("pooled", "eot-projection"),
+    ("tokenizer", "kind"): ("clip-bpe", "sentencepiece", "hf-json"),
+}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """The CLIP-specific recipe keys, checked once per recipe with errors naming file and key."""
+    if recipe.id in _VALID:
+        return
+    tables = {"preprocess": recipe.preprocess, "text": recipe.raw.get("text", {}), "tokenizer": recipe.raw.get("tokenizer", {})}
+    for (table, key), choices in _CHOICES.items():
+        value = tables[table].get(key)
+        if value is not None and value not in choices:
+            raise RecipeError(str(recipe.path), f"{table}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
+    if recipe.task == TEXTUAL:
+        if "kind" not in tables["tokenizer"]:
+            raise RecipeError(str(recipe.path), "tokenizer.kind", "is required for a clip-textual recipe")
+        if tables["text"].get("feed") == "token-embeddings" and not recipe.has_file("weights"):
+            raise RecipeError(str(recipe.path), "files", "feed = token-embeddings needs a file with role = \"weights\"")
+        if tables["text"].get("output") == "eot-projection" and "eot_id" not in tables["text"]:
+            raise RecipeError(str(recipe.path), "text.eot_id", "is required with output = eot-projection")
+    _VALID.add(recipe.id)
+
+
+_VALID: set[str] = set()
+
+
 def prepare_images(recipe: Recipe, images: Sequence[np.ndarray]) -> np.ndarray:
     """Decoded RGB images -> the recipe's visual input batch (resize, crop, normalisation, layout, dtype)."""
+    check_recipe(recipe)
     size = _size(recipe.preprocess)
     if not images:
         return image_input(np.zeros((0, size, size, 3), np.uint8), recipe)
@@ -337,6 +370,7 @@ def text_vectors(recipe: Recipe, out: np.ndarray, ids: np.ndarray, weights: Mapp
 def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Embeddings:
     """Text embeddings (N, D), L2-normalised, in input order."""
     recipe = session.resolve(TEXTUAL, model)
+    check_recipe(recipe)
     loaded = session.model(recipe.id)
     resources = text_resources(session, recipe)
     name = input_name(recipe, loaded.inputs)

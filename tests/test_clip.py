@@ -320,3 +320,21 @@ def test_hailo_text_weights_missing_names_extract_weights(tmp_path):
     with SessionManager(settings, RecipeBook.load(), backends={"hailo": _DeviceDouble()}) as s:
         with pytest.raises(ModelMissingError, match="extract-weights"):
             clip.encode_texts(s, ["x"], model="clip-vit-b32-textual-hailo")
+
+
+def test_recipe_typos_name_file_and_key(recipe_book):
+    from dataclasses import replace
+
+    from hailo_immich_cli.errors import RecipeError
+
+    base = recipe_book.get("tinyclip-vit-39m-16-textual-hailo")
+    bad = replace(base, id="typo-test", raw={**base.raw, "text": {**base.raw["text"], "output": "eot-projektion"}})
+    with pytest.raises(RecipeError, match="text.output"):
+        clip.check_recipe(bad)
+    vis = recipe_book.get("siglip-b16-visual-hailo")
+    bad_vis = replace(vis, id="typo-test-2", preprocess={**vis.preprocess, "resize": "stretch"})
+    with pytest.raises(RecipeError, match="preprocess.resize"):
+        clip.prepare_images(bad_vis, [np.zeros((4, 4, 3), np.uint8)])
+    for recipe in recipe_book:
+        if recipe.task in ("clip-visual", "clip-textual"):
+            clip.check_recipe(recipe)  # every shipped CLIP recipe is valid
