@@ -133,3 +133,32 @@ def test_corrupt_tokenizer_files(tmp_path):
     (tmp_path / "t.json").write_text("{", encoding="utf-8")
     with pytest.raises(ModelCorruptError):
         HfJsonTokenizer(tmp_path / "t.json", None, 77, pad_token="x")
+
+
+def _t5_style_tokenizer_json(spiece: Path, out: Path) -> Path:
+    """A tokenizer.json laid out like SigLIP's (T5-style Unigram over the same pieces, Metaspace,
+    '$A </s>' post-processor), built from the SentencePiece model with `tokenizers`."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    sp = spm.SentencePieceProcessor(model_file=str(spiece))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
+    tok.save(str(out))
+    return out
+
+
+def test_siglip_paths_agree_immich_json_and_sentencepiece(spiece, tmp_path):
+    """Immich's SigLIP export (tokenizer.json, pad token from tokenizer_config) and the Hailo SigLIP
+    path (SentencePiece, EOS 1, pad 1) give the same ids for canonicalised text, incl. truncation."""
+    tok_json = _t5_style_tokenizer_json(spiece, tmp_path / "tokenizer.json")
+    cfg = write_json(tmp_path / "tokenizer_config.json", {"pad_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    conf = write_json(tmp_path / "config.json", {"text_cfg": {"context_length": 32, "tokenizer_kwargs": {"clean": "canonicalize"}}})
+    immich = build_tokenizer({"kind": "hf-json"}, {"tokenizer": tok_json, "tokenizer_config": cfg, "config": conf})
+    hailo = SentencePieceTokenizer(spiece, context_length=32)
+    texts = ["A photo, of a CAT!", "the   astronaut_on (the) moon", "mountains and lakes " * 20, ""]
+    np.testing.assert_array_equal(immich(texts), hailo(texts))
