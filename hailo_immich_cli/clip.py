@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.errors import BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError
+from hailo_immich_cli.errors import (
+    BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
+)
 from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
@@ -199,6 +201,18 @@ def _check_visual_files(session, recipe: Recipe) -> None:
         return
     check_preprocess_cfg(recipe, path)
     _CHECKED.add((recipe.id, str(path)))
+
+
+def paired_model(recipes, model: str | None, task: str) -> str | None:
+    """A recipe id of the other CLIP tower becomes its `[clip] pair` (so one --model serves images and text)."""
+    if not model:
+        return model
+    try:
+        recipe = recipes.get(model)
+    except UnknownModelError:
+        return model  # an Immich model name: resolved per task as usual
+    pair = recipe.raw.get("clip", {}).get("pair")
+    return pair if recipe.task != task and pair else model
 
 
 # ---- text: pure host-side steps -------------------------------------------------------------

@@ -75,6 +75,8 @@ def test_embed_npy_matches_jsonl_and_text(models, photo_dir, tmp_path):
     rows = [json.loads(line) for line in text.stdout.splitlines()]
     assert [r["text"] for r in rows] == ["a photo of a cat", "Ünïcödé 2019"]
     assert all(r["model_id"].startswith("clip-vit-b32-openai-textual-cpu@") and r["dim"] == 512 for r in rows)
+    paired = run(["embed", "--text", "a photo of a cat", "--jsonl", "--model", "clip-vit-b32-openai-visual-cpu"], models)
+    assert paired.returncode == 0 and json.loads(paired.stdout)["embedding"] == rows[0]["embedding"]  # visual id -> its text pair
     plain = run(["embed", "--text", "a photo of a cat"], models)
     assert "clip-vit-b32-openai-textual-cpu@" in plain.stdout and "\tcpu\t512-d\t" in plain.stdout
 

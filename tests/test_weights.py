@@ -116,6 +116,8 @@ def test_cli_extract_then_pipeline_loads_it(tmp_path, recipe_book):
 
     weights = load_text_weights(recipe_book.get("tinyclip-vit-39m-16-textual-hailo"), target)
     assert weights["text_projection"].shape == (512, 512) and str(weights["source_checkpoint"]) == "TinyCLIP.pt"
+    keys = subprocess.run(cmd[:-2] + ["--list-keys"], capture_output=True, text=True, env=env, timeout=120)
+    assert keys.returncode == 0 and "state_dict.module.text_projection\t[512, 512]\tfloat32" in keys.stdout.splitlines()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04garbage")
     proc = subprocess.run(cmd[:-3] + [str(bad), "--recipe", "tinyclip-vit-39m-16-textual-hailo"], capture_output=True, text=True, env=env, timeout=120)

@@ -79,11 +79,11 @@ def register(app: typer.Typer) -> None:
         out = _Output("text" if text else "path", jsonl, npy)
         with open_session(settings) as session:
             if text:
-                result = clip.encode_texts(session, list(text), model=model)
+                result = clip.encode_texts(session, list(text), model=clip.paired_model(session.recipes, model, clip.TEXTUAL))
                 out.add(list(text), result.vectors, result.provenance)
                 out.close()
                 return
-            recipe = session.resolve(clip.VISUAL, model)
+            recipe = session.resolve(clip.VISUAL, clip.paired_model(session.recipes, model, clip.VISUAL))
             session.model(recipe.id)  # load (and say which backend) before the first file
             summary = RunSummary()
             labels: list[str] = []
