@@ -34,6 +34,7 @@ from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
 from hailo_immich_cli.tokenizers import TextTokenizer, build_tokenizer
 
 VISUAL, TEXTUAL = "clip-visual", "clip-textual"
+_MAX_RATIO = 32
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS,
             "nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
 
@@ -62,7 +63,14 @@ def resize_for_clip(rgb: np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
     img = Image.fromarray(rgb)
     w, h = img.size
     if mode == "shortest-crop":
-        # Immich's visual path (resize_pil + crop_pil), including its int() truncations.
+        # Immich's visual path (resize_pil + crop_pil), including its int() truncations. Only the
+        # centre square survives the crop, so an extreme strip (1 x 100000 px) is first cut to its
+        # central 32:1 part: resizing all of it would allocate gigabytes. Up to 32:1 this is exact.
+        if max(w, h) > _MAX_RATIO * min(w, h):
+            keep = _MAX_RATIO * min(w, h)
+            box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
+            img = img.crop(box)
+            w, h = img.size
         new = (size, int(h / w * size)) if w < h else (int(w / h * size), size)
         img = img.resize(new, resample=resample)
         w, h = img.size

@@ -91,6 +91,13 @@ def test_resize_modes_geometry():
     assert short[15, 3, 0] > 240 and short[15, 15].max() < 15 and short[15, 27, 2] > 240
 
 
+def test_extreme_strip_is_cheap_and_right_size():
+    strip = np.zeros((1, 200_000, 3), np.uint8)
+    strip[:, 100_000 - 5 : 100_000 + 5] = 255  # a white mark in the centre survives the crop
+    out = clip.resize_for_clip(strip, {"resize": "shortest-crop", "interpolation": "bicubic", "size": 224})
+    assert out.shape == (224, 224, 3) and out[:, 100:124].max() > 0
+
+
 def test_bad_image_is_bad_input():
     with pytest.raises(BadInputError):
         clip.resize_for_clip(np.zeros((10, 10), np.uint8), {"size": 8})
