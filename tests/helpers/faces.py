@@ -239,17 +239,25 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
 def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0) -> Path:
     """An ONNX detector with buffalo_l's 9-output signature whose outputs hold the planted faces.
 
-    Boxes and keypoints are constants; each score is sigmoid(logit + gain * mean(input)), so the
-    scores depend on the preprocessed image and catch a wrong normalisation. `maps` holds logits
+    Boxes and keypoints are constants; each score is sigmoid(logit + gain * mean(R + 0.2 G - B)) of
+    the preprocessed input, so a wrong normalisation, resize or channel order changes the scores. `maps` holds logits
     (from encode_scrfd with logit scores). Input input.1 (1,3,?,?), outputs (N,1)/(N,4)/(N,10).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     flat = as_insightface_flat(maps)
-    inits = [numpy_helper.from_array(np.array([1, 1], np.int64), "shape11"), numpy_helper.from_array(np.float32(input_gain).reshape(1), "gain"), numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    # Channel weights (1, 0.2, -1): a red/blue swap or a wrong mean/std changes every score.
+    mix = np.array([1.0, 0.2, -1.0], np.float32).reshape(1, 3, 1, 1)
+    inits = [
+        numpy_helper.from_array(mix, "mix"),
+        numpy_helper.from_array(np.array([1, 1], np.int64), "shape11"),
+        numpy_helper.from_array(np.float32(input_gain).reshape(1), "gain"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
     nodes = [
-        helper.make_node("ReduceMean", ["input.1"], ["m4"], keepdims=1),
+        helper.make_node("Conv", ["input.1", "mix"], ["mixed"]),
+        helper.make_node("ReduceMean", ["mixed"], ["m4"], keepdims=1),
         helper.make_node("Reshape", ["m4", "shape11"], ["m"]),
         helper.make_node("Mul", ["m", "gain"], ["gm"]),
         helper.make_node("Mul", ["m", "zero"], ["zm"]),
