@@ -43,9 +43,10 @@ class FacesResult:
 
 
 def _choose(session, task: str, name: str | None) -> Recipe:
-    """Explicit name wins; else the backend's `default` recipe, unless a `prefer_when_present`
-    recipe (e.g. Immich's buffalo_l pack, fetched by the user) has its files on disk."""
-    if name:
+    """Explicit name (or the recipe configured for the task) wins; else the backend's `default`
+    recipe, unless a `prefer_when_present` recipe (e.g. Immich's buffalo_l pack, fetched by the
+    user) has its model file on disk."""
+    if name or session.settings.task_recipes.get(task):  # explicit, or HAILO_IMMICH_TASK_RECIPES
         return session.resolve(task, name)
     backend = session.backend_for_task(task)
     candidates = session.recipes.for_task(task, backend)

@@ -259,3 +259,11 @@ def test_immich_pack_detection_and_recognition_together(det_session):
     result = analyze_faces(det_session, rgb, detector="buffalo_l", recognizer="buffalo_l", min_score=0.5)
     assert len(result.faces) == 4 and all(f.embedding.shape == (512,) for f in result.faces)
     assert choose_detector(det_session).id == "buffalo_l-detection-cpu", "a fetched pack is preferred over CenterFace"
+
+
+def test_configured_task_recipe_wins(tmp_path, cpu_models):
+    root = models_dir_with(tmp_path / "m", cpu_models, recognizer="buffalo_l-recognition-cpu")
+    with session_on(root, task_recipes={"face-recognition": "antelopev2-recognition-cpu"}) as session:
+        assert choose_recognizer(session).id == "antelopev2-recognition-cpu"
+        with pytest.raises(ModelMissingError, match="antelopev2-recognition-cpu"):
+            session.model(choose_recognizer(session).id)
