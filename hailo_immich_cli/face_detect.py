@@ -81,8 +81,10 @@ def plan_letterbox(height: int, width: int, recipe: Recipe, static_hw: tuple[int
         new_w, new_h = max(new_w, 1), max(new_h, 1)
         scale = new_h / height
     else:
-        max_side = int(pre.get("max_side", 640))
-        multiple = int(pre.get("multiple", 32))
+        if "max_side" not in pre:
+            raise RecipeError(str(recipe.path), "preprocess", "a detector needs `size` (fixed canvas) or `max_side` (dynamic)")
+        max_side = int(pre["max_side"])
+        multiple = int(pre.get("multiple", 1))
         scale = max_side / max(height, width)
         new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
         canvas_w = int(math.ceil(new_w / multiple) * multiple)

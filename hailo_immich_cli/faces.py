@@ -94,6 +94,7 @@ def analyze_faces(
         raise BadInputError(f"faces need an HxWx3 uint8 RGB image, got {getattr(rgb, 'shape', type(rgb))}")
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise BadInputError("empty image")
+    rgb = np.ascontiguousarray(rgb)  # OpenCV needs positive strides (flipped views are common)
     det_recipe = choose_detector(session, detector)
     rec_recipe = choose_recognizer(session, recognizer) if embed else None
     detected = run_detector(session, det_recipe, rgb, min_score)
@@ -132,10 +133,9 @@ def analyze_faces(
 
 def face_crops(session, rgb: np.ndarray, result: FacesResult, recognizer: str | None = None) -> np.ndarray:
     """The aligned crops the recogniser saw (for `detect --crops`), using its recipe's template."""
-    if not result.faces:
-        return np.zeros((0, 112, 112, 3), np.uint8)
     recipe = session.recipes.get(result.recognizer.recipe_id) if result.recognizer else _crop_recipe(session, recognizer)
-    return aligned_crops(rgb, np.stack([f.landmarks for f in result.faces]), recipe)
+    landmarks = np.stack([f.landmarks for f in result.faces]) if result.faces else np.zeros((0, 5, 2), np.float32)
+    return aligned_crops(np.ascontiguousarray(rgb), landmarks, recipe)
 
 
 def _crop_recipe(session, recognizer: str | None) -> Recipe:

@@ -63,6 +63,7 @@ def test_detect_json_with_crops_and_a_corrupt_file(tmp_path, photo_dir, cpu_mode
     assert len(face["embedding"]) == 512 and len(face["landmarks"]) == 5 and face["score"] >= 0.7
     pngs = sorted(crops.glob("*.png"))
     assert len(pngs) == 2
+    assert sorted(Path(r["faces"][0]["crop"]) for r in records.values() if r["faces"]) == pngs
     for png in pngs:
         img = cv2.imread(str(png))
         assert img.shape == (112, 112, 3) and img.std() > 10, "a real aligned crop, not a blank"

@@ -20,9 +20,9 @@ from hailo_immich_cli.faces import FacesResult, analyze_faces, choose_detector, 
 from hailo_immich_cli.imaging import DecodedImage
 
 
-def face_record(path: Path, result: FacesResult, with_embeddings: bool = True) -> dict:
+def face_record(path: Path, result: FacesResult, with_embeddings: bool = True, crops: list[Path] | None = None) -> dict:
     """One JSON record per file, naming the recipes and backends that produced it."""
-    return {
+    record = {
         "file": str(path),
         "width": result.width,
         "height": result.height,
@@ -43,6 +43,10 @@ def face_record(path: Path, result: FacesResult, with_embeddings: bool = True) -
             for face in result.faces
         ],
     }
+    if crops:
+        for face, crop in zip(record["faces"], crops):
+            face["crop"] = str(crop)
+    return record
 
 
 def save_crops(folder: Path, path: Path, index: int, crops: np.ndarray) -> list[Path]:
@@ -99,6 +103,7 @@ def register(app: typer.Typer) -> None:
                     )
             summary = RunSummary()
             records: list[dict] = []
+            crop_files: dict[Path, list[Path]] = {}
             table = _table()
 
             def work(path: Path, image: DecodedImage) -> FacesResult:
@@ -107,13 +112,14 @@ def register(app: typer.Typer) -> None:
                     min_score=min_score, embed=embed, max_faces=max_faces,
                 )
                 if crops is not None and result.faces:
-                    save_crops(crops, path, summary.ok + len(summary.failed), face_crops(session, image.rgb, result, recognizer))
+                    index = summary.ok + len(summary.failed)
+                    crop_files[path] = save_crops(crops, path, index, face_crops(session, image.rgb, result, recognizer))
                 return result
 
             for outcome in process_images(paths, work, err, summary, settings.max_image_pixels, show_progress=not (as_json or as_jsonl)):
                 if outcome.result is None:
                     continue
-                record = face_record(outcome.path, outcome.result)
+                record = face_record(outcome.path, outcome.result, crops=crop_files.pop(outcome.path, None))
                 if as_jsonl:
                     typer.echo(json.dumps(record))
                 elif as_json:
