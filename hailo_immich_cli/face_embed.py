@@ -6,7 +6,9 @@ Embeddings are returned raw, as the recogniser emits them (Immich stores them un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -50,9 +52,38 @@ def batch_size_for(recipe: Recipe, configured: int, count: int) -> int:
     return max(count, 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _graph_normalises_itself(path: Path, size: int, mtime_ns: int) -> bool:
+    """InsightFace's rule for ArcFace ONNX files: if the first 8 graph nodes include a Sub*/_minus*
+    and a Mul*/_mul* node (MXNet-style exports), the model normalises itself and gets raw 0..255."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = [node.name for node in graph.node[:8]]
+    has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
+    has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
+    return has_sub and has_mul
+
+
+def effective_recipe(session, recipe: Recipe) -> Recipe:
+    """The recipe with host mean/std as the reference runtime would pick them for this file.
+
+    `preprocess.mean_std_from_graph = true` applies InsightFace's graph check (Immich's packs);
+    otherwise the recipe's mean/std are used as written.
+    """
+    if not recipe.preprocess.get("mean_std_from_graph") or recipe.backend != "cpu":
+        return recipe
+    path = session.files.require(recipe)
+    st = path.stat()
+    if not _graph_normalises_itself(path, st.st_size, st.st_mtime_ns):
+        return recipe
+    return replace(recipe, preprocess={**recipe.preprocess, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+
+
 def embed_crops(session, recipe: Recipe, crops: np.ndarray) -> RecognizerOutput:
     """(N, S, S, 3) uint8 RGB aligned crops -> (N, D) raw embeddings."""
     model = session.model(recipe.id)
+    feed_recipe = effective_recipe(session, recipe)
     name = input_name(recipe, model.inputs)
     output = recipe.outputs[0].name if recipe.outputs and recipe.outputs[0].name else model.outputs[0].name
     step = batch_size_for(recipe, session.settings.max_batch_faces, len(crops))
@@ -61,7 +92,7 @@ def embed_crops(session, recipe: Recipe, crops: np.ndarray) -> RecognizerOutput:
     for start in range(0, len(crops), step):
         part = crops[start : start + step]
         with session.host_time(recipe.id):
-            feeds = {name: image_input(part, recipe)}
+            feeds = {name: image_input(part, feed_recipe)}
         result = session.run(recipe.id, feeds)
         provenance = result.provenance
         values = np.asarray(result.outputs[output], dtype=np.float32).reshape(len(part), -1)

@@ -267,3 +267,18 @@ def test_configured_task_recipe_wins(tmp_path, cpu_models):
         assert choose_recognizer(session).id == "antelopev2-recognition-cpu"
         with pytest.raises(ModelMissingError, match="antelopev2-recognition-cpu"):
             session.model(choose_recognizer(session).id)
+
+
+def test_self_normalising_recogniser_gets_raw_pixels(tmp_path, cpu_models, photos):
+    """InsightFace feeds 0..255 to ArcFace exports that normalise inside the graph; so do we.
+    Same weights with the normalisation inside or outside the graph must give the same vectors."""
+    image = two_people(photos)
+    plain = models_dir_with(tmp_path / "plain", cpu_models, recognizer="buffalo_l-recognition-cpu")
+    inside = models_dir_with(tmp_path / "inside", cpu_models)
+    make_arcface_like_onnx(inside / "buffalo_l-recognition-cpu" / "model.onnx", self_normalising=True)
+    with session_on(plain) as a_session, session_on(inside) as b_session:
+        a = analyze_faces(a_session, image)
+        b = analyze_faces(b_session, image)
+    assert len(a.faces) == 3
+    for fa, fb in zip(a.faces, b.faces):
+        np.testing.assert_allclose(fa.embedding, fb.embedding, rtol=1e-4, atol=1e-4)

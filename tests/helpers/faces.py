@@ -198,12 +198,13 @@ def skimage_similarity(src, dst) -> np.ndarray:
 # ---- generated ONNX models -------------------------------------------------------------------
 
 
-def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = None) -> Path:
+def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = None, self_normalising: bool = False) -> Path:
     """An ONNX model with ArcFace's signature: input.1 (N,3,112,112) float -> (N,512).
 
     No pretrained face-recognition weights are reachable offline (models.md §2), so this is a
     fixed random net (conv stride 2 + ReLU + 4x4 average pool + linear): real ONNX Runtime
-    execution, real shapes and batching, but no identity knowledge.
+    execution, real shapes and batching, but no identity knowledge. `self_normalising` puts
+    (x - 127.5) * (1/127.5) inside the graph as nodes named Sub_0 / Mul_1, as MXNet-style exports do.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -214,8 +215,18 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
     fc_w = rng.normal(0, 0.05, (8 * 14 * 14, 512)).astype(np.float32)
     fc_b = rng.normal(0, 0.1, (512,)).astype(np.float32)
     batch = fixed_batch if fixed_batch else "None"
-    nodes = [
-        helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+    first = "input.1"
+    nodes = []
+    extra = []
+    if self_normalising:
+        extra = [numpy_helper.from_array(np.float32(127.5).reshape(1), "mean"), numpy_helper.from_array(np.float32(1 / 127.5).reshape(1), "inv_std")]
+        nodes = [
+            helper.make_node("Sub", ["input.1", "mean"], ["centred"], name="Sub_0"),
+            helper.make_node("Mul", ["centred", "inv_std"], ["normed"], name="Mul_1"),
+        ]
+        first = "normed"
+    nodes += [
+        helper.make_node("Conv", [first, "conv_w", "conv_b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
         helper.make_node("Flatten", ["p"], ["f"], axis=1),
@@ -226,7 +237,7 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
         "arcface_like",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, 112, 112])],
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, 512])],
-        [numpy_helper.from_array(a, n) for a, n in ((conv_w, "conv_w"), (conv_b, "conv_b"), (fc_w, "fc_w"), (fc_b, "fc_b"))],
+        [numpy_helper.from_array(a, n) for a, n in ((conv_w, "conv_w"), (conv_b, "conv_b"), (fc_w, "fc_w"), (fc_b, "fc_b"))] + extra,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
