@@ -282,3 +282,21 @@ def test_self_normalising_recogniser_gets_raw_pixels(tmp_path, cpu_models, photo
     assert len(a.faces) == 3
     for fa, fb in zip(a.faces, b.faces):
         np.testing.assert_allclose(fa.embedding, fb.embedding, rtol=1e-4, atol=1e-4)
+
+
+def test_static_detector_input_size_overrides_640(tmp_path, cpu_models):
+    """InsightFace uses a detector's static input size instead of 640x640; so must we."""
+    faces = [PlantedFace(8, 10, 12, 0, 3.0, (9.0, 11.0, 10.0, 12.0), np.zeros((5, 2))), PlantedFace(16, 6, 4, 1, 2.0, (20.0, 22.0, 21.0, 25.0), np.ones((5, 2)))]
+    root = models_dir_with(tmp_path / "m", cpu_models)
+    make_buffalo_like_detector_onnx(root / "buffalo_l-detection-cpu" / "model.onnx", encode_scrfd(faces, canvas=320, background=-12.0), input_hw=(320, 320))
+    rgb = blob_image(500, 400, seed=9)
+    with session_on(root) as session:
+        result = analyze_faces(session, rgb, detector="buffalo_l-detection-cpu", min_score=0.5, embed=False)
+        path = session.files.require(session.recipes.get("buffalo_l-detection-cpu"))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = reference_immich_detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), lambda blob: sess.run(None, {"input.1": blob}), 0.5, size=320)
+    assert len(result.faces) == len(ref) == 2
+    for face, (box, score, _) in zip(result.faces, ref):
+        np.testing.assert_allclose(face.box, box, atol=1e-3)
+        assert face.score == pytest.approx(score, abs=1e-4)
+    np.testing.assert_allclose(result.faces[0].box, faces[0].box * 500 / 320, atol=1e-3)  # det_scale = 320/500

@@ -247,12 +247,13 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
     return path
 
 
-def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0) -> Path:
+def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0, input_hw: tuple[int, int] | None = None) -> Path:
     """An ONNX detector with buffalo_l's 9-output signature whose outputs hold the planted faces.
 
     Boxes and keypoints are constants; each score is sigmoid(logit + gain * mean(R + 0.2 G - B)) of
     the preprocessed input, so a wrong normalisation, resize or channel order changes the scores. `maps` holds logits
-    (from encode_scrfd with logit scores). Input input.1 (1,3,?,?), outputs (N,1)/(N,4)/(N,10).
+    (from encode_scrfd with logit scores). Input input.1 (1,3,?,?) or a static `input_hw`,
+    outputs (N,1)/(N,4)/(N,10).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -286,7 +287,7 @@ def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0) -
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
     graph = helper.make_graph(
         nodes, "buffalo_like_det",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "?", "?"])],
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *(input_hw or ("?", "?"))])],
         outputs, inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
