@@ -155,7 +155,7 @@ def _as_twin(recipe: Recipe, twin: Any, input_names: list[str], output_names: li
 
 
 def write_recipe_hef(recipe: Recipe, twin: Any, models_dir: Path, *, output_dtype: str = "uint8",
-                     calibration: Mapping[str, np.ndarray] | None = None, margin: float = 1.25,
+                     calibration: Mapping[str, np.ndarray] | None = None, margin: float = 2.0,
                      hw_arch: str | None = None, contexts: int = 1) -> tuple[Path, Callable]:
     """Write <models_dir>/<recipe id>/<model file> with layers matching the recipe; register its twin."""
     if recipe.backend != "hailo":
