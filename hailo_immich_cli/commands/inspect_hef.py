@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
                 import hailo_platform as hp  # type: ignore[no-redef]
             except ImportError as exc:
                 hailort_note = f"HailoRT (hailo_platform) is not installed here ({exc}): the --hailort cross-check was skipped"
-                err.print(f"[yellow]note:[/] {escape(hailort_note)}")
+                err.print(f"[yellow]note:[/] {escape(hailort_note)}", soft_wrap=True)
         code = 0
         documents = []
         for path in files:
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
             except HefFormatError as exc:
                 code = max(code, EXIT_BAD_FILE)
                 documents.append({"file": str(path), "valid": False, "error": str(exc)})
-                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
                 continue
             doc = info.as_dict()
             problems = None
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
                     out.print(f"  HailoRT {escape(str(getattr(hp, '__version__', '?')))} agrees (names, shapes, quantisation)")
                 elif problems:
                     for problem in problems:
-                        err.print(f"[red]HailoRT differs:[/] {escape(problem)}")
+                        err.print(f"[red]HailoRT differs:[/] {escape(problem)}", soft_wrap=True)
                 out.print()
         if as_json:
             typer.echo(json.dumps(documents, indent=2))
