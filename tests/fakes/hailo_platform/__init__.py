@@ -7,9 +7,7 @@ through the HEF's quantisation, so dequantisation bugs show. Results are EMULATE
 """
 
 from hailo_platform.pyhailort.pyhailort import (  # noqa: F401
-    AsyncInferCompletionInfo,
     AsyncInferJob,
-    ConfiguredInferModel,
     Device,
     FormatOrder,
     FormatType,
@@ -27,10 +25,11 @@ from hailo_platform.pyhailort.pyhailort import (  # noqa: F401
     HailoSchedulingAlgorithm,
     HailoStreamInterface,
     HEF,
-    InferModel,
     VDevice,
 )
 
+# Like the real package, InferModel / ConfiguredInferModel / AsyncInferCompletionInfo are not exported
+# here: they come from VDevice.create_infer_model() or hailo_platform.pyhailort.pyhailort.
 __version__ = "4.23.0"
 __emulated__ = True  # not in the real module: lets provenance say "emulated"
 
