@@ -326,3 +326,35 @@ def test_auto_falls_back_to_cpu_loudly(hailo_double, tmp_path: Path, caplog) -> 
     with SessionManager(Settings.load(env={}, backend="hailo"), RecipeBook([])) as session:
         with pytest.raises(BackendUnavailableError, match="HAILO_INVALID_DRIVER_VERSION"):
             _ = session.active_backend
+
+
+def test_per_feature_output_scales_are_applied(hailo_double, tmp_path: Path) -> None:
+    """FLOAT32 outputs let HailoRT dequantise per feature; the double does the same, so a backend
+    reading the (zeroed) scalar quant_info would give zeros here."""
+    from hailo_platform import _emulator
+    from tests.helpers.hef_builder import Layer, build_hef
+
+    r = recipe(tmp_path, "pf-hailo", outputs=[{"name": EMB_OUT, "shape": [8]}])
+    scales = [0.01 * (i + 1) for i in range(8)]
+    zps = [float(10 * i) for i in range(8)]
+    path = build_hef(tmp_path / "models" / r.id / r.file().name, "emb", [Layer(EMB_IN, (16, 16, 3))],
+                     [Layer(EMB_OUT, (8,), per_feature=(scales, zps))], extensions=(0, 3, 26, 12, 25))
+    target = np.linspace(-0.3, 0.5, 8, dtype=np.float32)
+    _emulator.register_twin(path, lambda d: {EMB_OUT: np.tile(target, (len(d[EMB_IN]), 1))})
+    with SessionManager(_settings(tmp_path), RecipeBook([r])) as session:
+        out = session.run(r.id, {EMB_IN: images(2)}).outputs[EMB_OUT]
+        assert session.model(r.id).outputs[0].quant_per_feature is True
+    expected = np.clip(target, (0 - np.array(zps)) * scales, (255 - np.array(zps)) * scales)
+    assert np.all(np.abs(out - expected) <= np.array(scales) / 2 + 1e-6)
+
+
+def test_use_after_fork_is_a_clear_device_error(hailo_double, tmp_path: Path, monkeypatch) -> None:
+    from hailo_immich_cli.errors import DeviceError
+
+    r = recipe(tmp_path)
+    with make_hailo_session([r], {r.id: emb_twin}, tmp_path) as session:
+        session.model(r.id)
+        real = hailo_backend.os.getpid()
+        monkeypatch.setattr(hailo_backend.os, "getpid", lambda: real + 1)
+        with pytest.raises(DeviceError, match="opened by process"):
+            session.run(r.id, {EMB_IN: images(1)})

@@ -133,3 +133,15 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_hef(tmp_path / "absent.hef")
     with pytest.raises(HefFormatError):
         read_hef(tmp_path)
+
+
+def test_per_feature_output_quantisation(tmp_path: Path) -> None:
+    """With OUTPUT_SCALE_PER_FEATURE (25) the per-feature vectors are the truth for outputs."""
+    scales, zps = [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]
+    path = build_hef(tmp_path / "pf.hef", "pf", [Layer("pf/in", (2, 2, 3))],
+                     [Layer("pf/out", (3,), qp_scale=0.5, qp_zp=9, per_feature=(scales, zps))], extensions=(0, 3, 26, 12, 25))
+    out = read_hef(path).network_groups[0].outputs[0]
+    assert out.per_feature == (tuple(scales), tuple(zps))
+    without = build_hef(tmp_path / "plain.hef", "pf", [Layer("pf/in", (2, 2, 3))],
+                        [Layer("pf/out", (3,), qp_scale=0.5, qp_zp=9, per_feature=(scales, zps))])
+    assert read_hef(without).network_groups[0].outputs[0].per_feature is None  # vectors ignored without the extension
