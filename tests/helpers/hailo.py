@@ -198,8 +198,15 @@ def make_hailo_session(recipes: Iterable[Recipe | str], twins: Mapping[str, Any]
     emulated HEF matching its declared inputs/outputs.
 
     twins: recipe id -> callable({input name: float (N, *shape)}) -> {output name: float array},
-    or a path to an ONNX model; missing -> default_twin. Use together with the `hailo_double`
-    fixture, which removes the double afterwards (installed here if it is not yet).
+    or a path to an ONNX model (HEF input/output i <-> ONNX input/output i, NHWC->NCHW when the
+    ONNX input looks NCHW); missing -> default_twin. The twin sees what the chip sees: raw
+    dequantised inputs (0..255 pixels when normalisation is on-chip), so for a CPU ONNX model with
+    host normalisation build the twin with
+    `emulator().onnx_twin(path, hef_inputs, hef_outputs_in_onnx_order, nchw=True, mean=..., std=...)`.
+    Output quantisation is calibrated on `calibration[recipe id]` (input name -> float frames) or
+    on random frames; pass real frames when outputs must not saturate.
+    Use together with the `hailo_double` fixture, which removes the double afterwards (it is
+    installed here if it is not yet). Results are EMULATED, never hardware results.
     """
     install_double() if "hailo_platform" not in sys.modules else None
     machine = emulator().MACHINE
