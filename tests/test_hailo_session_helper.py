@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from hailo_immich_cli.hef import read_hef
-from hailo_immich_cli.recipes import parse_recipe
+from hailo_immich_cli.recipes import RecipeBook, parse_recipe
 from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
 
 
@@ -45,8 +45,9 @@ def test_onnx_twin_end_to_end(hailo_double, tmp_path: Path) -> None:
     r = _recipe(tmp_path, "onnx-hailo")
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
-    with make_hailo_session([r], {r.id: model_path}, tmp_path, calibration={r.id: {"net/input_layer1": frames.astype(np.float32)}}) as session:
-        assert session.resolve("face-recognition").id == r.id  # the emulated Hailo recipe is the default
+    calibration = {r.id: {"net/input_layer1": frames.astype(np.float32)}}
+    with make_hailo_session([r], {r.id: model_path}, tmp_path, calibration=calibration, book=RecipeBook([r])) as session:
+        assert session.resolve("face-recognition").id == r.id  # the emulated Hailo recipe is the task's default
         result = session.run(r.id, {"net/input_layer1": frames})
         hef = read_hef(session.files.path(session.recipes.get(r.id)))
     reference = ort.InferenceSession(str(model_path)).run(None, {"x": frames.astype(np.float32).transpose(0, 3, 1, 2)})[0]
