@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.model_files import ModelFiles
+from hailo_immich_cli.model_files import IMPORTED_CACHE_DIR, ModelFiles
 from hailo_immich_cli.recipes import IMMICH_TASKS, Recipe, RecipeBook, clean_immich_name, parse_recipe
 from hailo_immich_cli.settings import Settings
 
@@ -253,14 +253,24 @@ def _with_cache(settings: Settings, root: Path) -> Settings:
     return replace(settings, immich_cache_folder=root)
 
 
+def cache_roots(settings: Settings) -> list[Path]:
+    """MACHINE_LEARNING_CACHE_FOLDER, then the models dir's copy made by `fetch-models --from <cache>`."""
+    roots = [Path(settings.immich_cache_folder)] if settings.immich_cache_folder else []
+    imported = Path(settings.models_dir) / IMPORTED_CACHE_DIR
+    if imported.is_dir():
+        roots.append(imported)
+    return roots
+
+
 def with_cache_recipes(book: RecipeBook, settings: Settings) -> RecipeBook:
-    """The book plus the recipes synthesised from settings.immich_cache_folder (the book itself when none is set)."""
-    if not settings.immich_cache_folder:
+    """The book plus the recipes synthesised from the Immich cache folders (the book itself when there are none)."""
+    extra: dict[str, Recipe] = {}
+    for root in cache_roots(settings):
+        for recipe in scan_cache(RecipeBook([*book, *extra.values()]), settings, root).recipes:
+            extra.setdefault(recipe.id, recipe)
+    if not extra:
         return book
-    scan = scan_cache(book, settings)
-    if not scan.recipes:
-        return book
-    return RecipeBook([*book, *scan.recipes])
+    return RecipeBook([*book, *extra.values()])
 
 
 def load_recipe_book(settings: Settings) -> RecipeBook:
@@ -281,3 +291,33 @@ def cache_model_name(recipe: Recipe) -> str | None:
 
 def describe(recipes: Iterable[Recipe]) -> list[dict[str, Any]]:
     return [{"recipe": r.id, "task": r.task, **dict(r.raw["immich_cache"])} for r in recipes if is_cache_recipe(r)]
+
+
+def import_models(scan: CacheScan, models_dir: Path) -> list[tuple[str, str, str]]:
+    """Copy the scanned cache's synthesised models into `<models_dir>/immich-cache/` (Immich's layout),
+    each file through a `.part` renamed into place. Returns (recipe id, relative path, status)."""
+    import os
+    import shutil
+
+    target_root = Path(models_dir) / IMPORTED_CACHE_DIR
+    done = []
+    for recipe in scan.recipes:
+        for spec in recipe.files:
+            assert spec.immich_path
+            source, target = scan.root / spec.immich_path, target_root / spec.immich_path
+            if target.is_file() and target.stat().st_size == source.stat().st_size:
+                done.append((recipe.id, spec.immich_path, "present"))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            try:
+                shutil.copyfile(source, part)
+                with part.open("rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(part, target)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                done.append((recipe.id, spec.immich_path, f"failed: {exc.strerror or exc}"))
+                continue
+            done.append((recipe.id, spec.immich_path, "fetched"))
+    return done
