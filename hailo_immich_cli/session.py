@@ -108,6 +108,10 @@ class SessionManager:
         if wanted == "cpu":
             self._notice("backend: cpu (ONNX Runtime), as configured")
             return "cpu"
+        if "hailo" in self._backends:  # opened already for a task pinned to it: probing again would find it busy (by us)
+            info = self._backends["hailo"].info()
+            self._notice(f"backend: hailo ({info.get('device', 'device open')})")
+            return "hailo"
         ok, detail = probe_hailo()
         if ok:
             self._notice(f"backend: hailo ({detail})")

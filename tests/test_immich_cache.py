@@ -25,6 +25,7 @@ from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from tests.helpers.faces import blob_image, reference_immich_detect, reference_immich_embed
+from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 from tests.helpers.immich_cache import CLIP_MODELS, build_cache
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 
@@ -316,3 +317,42 @@ def test_cli_fetch_models_from_a_cache_imports_every_model(cache, tmp_path, phot
     again = run_cli("fetch-models", "--from", str(cache), "--json", cache=cache, models=models, **env)
     statuses = {r["status"] for r in json.loads(again.stdout) if r["recipe_id"].startswith("immich-")}
     assert statuses == {"present"}
+
+
+# ---- per-model backend choice: detection on the (emulated) Hailo, recognition from the cache on the CPU --
+
+
+def test_hailo_detection_with_the_cache_recogniser_on_cpu(hailo_double, tmp_path, cache):
+    """EMULATED Hailo (test double). Existing Immich face clusters stay valid because the
+    embeddings come from buffalo_l's own recogniser file; both backends are named in the result."""
+    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+    from tests.helpers.hailo import make_hailo_session
+
+    book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
+    det = book.get("scrfd-10g-hailo8")
+    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
+    face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
+    maps = as_hailo_nhwc(encode_scrfd([face]))
+    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det.outputs}
+
+    def detector_twin(inputs):
+        n = len(next(iter(inputs.values())))
+        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
+
+    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
+    with make_hailo_session([det], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration,
+                            immich_cache_folder=cache, model_backends={"face-detection": "hailo", "face-recognition": "cpu"},
+                            task_recipes={"face-detection": det.id}) as session:
+        rgb = blob_image(640, 640, seed=7)
+        result = analyze_faces(session, rgb, detector="buffalo_l", recognizer="buffalo_l", min_score=0.5)
+        health = session.health()
+    assert result.detector.recipe_id == "scrfd-10g-hailo8" and result.detector.backend == "hailo"
+    assert result.recognizer.recipe_id == "buffalo_l-recognition-cpu" and result.recognizer.backend == "cpu"
+    assert inside(result.recognizer.extra["path"], cache / "facial-recognition" / "buffalo_l")
+    (found,) = result.faces
+    np.testing.assert_allclose(found.box, face.box, atol=1.0)
+    rec = ort.InferenceSession(str(cache / "facial-recognition" / "buffalo_l" / "recognition" / "model.onnx"), providers=["CPUExecutionProvider"])
+    ref = reference_immich_embed(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), found.landmarks[None], lambda blob: rec.run(None, {"input.1": blob})[0])
+    assert cosine_similarity(found.embedding, ref[0]) >= 0.999
+    assert health["task_backends"]["face-detection"] == {"backend": "hailo", "source": "HAILO_IMMICH_MODEL_BACKENDS", "recipe": det.id}
+    assert health["models"]["scrfd-10g-hailo8"]["backend"] == "hailo" and health["models"]["buffalo_l-recognition-cpu"]["backend"] == "cpu"
