@@ -302,11 +302,13 @@ def import_models(scan: CacheScan, models_dir: Path) -> list[tuple[str, str, str
     target_root = Path(models_dir) / IMPORTED_CACHE_DIR
     done = []
     for recipe in scan.recipes:
-        for spec in recipe.files:
-            assert spec.immich_path
-            source, target = scan.root / spec.immich_path, target_root / spec.immich_path
+        folder = recipe.raw["immich_cache"]["folder"]  # "<task>/<model>/<type>": all of it (external weights too)
+        rels = {spec.immich_path for spec in recipe.files if spec.immich_path}
+        rels |= {f"{folder}/{p.name}" for p in (scan.root / folder).iterdir() if p.is_file() and not p.name.endswith(".part")}
+        for rel in sorted(rels):
+            source, target = scan.root / rel, target_root / rel
             if target.is_file() and target.stat().st_size == source.stat().st_size:
-                done.append((recipe.id, spec.immich_path, "present"))
+                done.append((recipe.id, rel, "present"))
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(target.name + ".part")
@@ -317,7 +319,7 @@ def import_models(scan: CacheScan, models_dir: Path) -> list[tuple[str, str, str
                 os.replace(part, target)
             except OSError as exc:
                 part.unlink(missing_ok=True)
-                done.append((recipe.id, spec.immich_path, f"failed: {exc.strerror or exc}"))
+                done.append((recipe.id, rel, f"failed: {exc.strerror or exc}"))
                 continue
-            done.append((recipe.id, spec.immich_path, "fetched"))
+            done.append((recipe.id, rel, "fetched"))
     return done

@@ -356,3 +356,7 @@ def test_hailo_detection_with_the_cache_recogniser_on_cpu(hailo_double, tmp_path
     assert cosine_similarity(found.embedding, ref[0]) >= 0.999
     assert health["task_backends"]["face-detection"] == {"backend": "hailo", "source": "HAILO_IMMICH_MODEL_BACKENDS", "recipe": det.id}
     assert health["models"]["scrfd-10g-hailo8"]["backend"] == "hailo" and health["models"]["buffalo_l-recognition-cpu"]["backend"] == "cpu"
+
+
+def test_external_weight_file_beside_the_model_is_found(cache):
+    assert (cache / "clip" / "ViT-L-14-336__openai" / "visual" / "model.onnx_data").is_file()  # the helper wrote it so

@@ -33,12 +33,13 @@ class ClipSpec:
     std: tuple[float, ...] = tuple(OPENAI_STD)
     canonicalize: bool = False
     seed: int = 0
+    external_data: bool = False
 
 
 # ViT-B-32__openai has shipped recipes (they find its files in the cache); the other two have none.
 CLIP_MODELS = (
     ClipSpec("ViT-B-32__openai", 224, 512, seed=1),
-    ClipSpec("ViT-L-14-336__openai", 336, 768, seed=2),
+    ClipSpec("ViT-L-14-336__openai", 336, 768, seed=2, external_data=True),
     ClipSpec("ViT-B-16-SigLIP2__webli", 256, 768, context=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonicalize=True, seed=3),
 )
 
@@ -55,7 +56,11 @@ def planted_faces() -> list[PlantedFace]:
 
 def add_clip(cache: Path, spec: ClipSpec, vocab_gz: Path) -> Path:
     root = cache / "clip" / spec.name
-    tiny_visual_onnx(root / "visual" / "model.onnx", size=spec.size, dim=spec.dim, seed=spec.seed)
+    visual = tiny_visual_onnx(root / "visual" / "model.onnx", size=spec.size, dim=spec.dim, seed=spec.seed)
+    if spec.external_data:  # large exports keep their weights beside the graph
+        import onnx
+
+        onnx.save(onnx.load(str(visual)), str(visual), save_as_external_data=True, location="model.onnx_data", size_threshold=0)
     write_json(root / "visual" / "preprocess_cfg.json", {
         "size": [spec.size, spec.size], "mode": "RGB", "mean": list(spec.mean), "std": list(spec.std),
         "interpolation": "bicubic", "resize_mode": "squash" if spec.canonicalize else "shortest", "fill_color": 0,
