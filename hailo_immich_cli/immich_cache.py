@@ -197,8 +197,9 @@ def synthesise(book: RecipeBook, model: CacheModel, all_models: list[CacheModel]
         "license": "as published by immich-app for this model (see its model card)",
         "files": _files(model),
     })
-    for tensor in data.get("inputs", []):  # the export's own tensor names are read from the file
-        if model.task_dir != "clip":
+    for tensor in data.get("inputs", []):
+        # The export's own input names are read from the file (M-CLIP text towers take input_ids + attention_mask).
+        if not (model.task_dir == "clip" and model.type == "visual"):
             tensor.pop("name", None)
     if model.task_dir == "clip":
         _clip_overrides(model, data)

@@ -139,7 +139,7 @@ def reference_visual(path: Path, rgb: np.ndarray, size: int, mean, std) -> np.nd
     return out / np.linalg.norm(out)
 
 
-def reference_text_ids(folder: Path, text: str, context: int, canonicalize: bool) -> np.ndarray:
+def reference_text_ids(folder: Path, text: str, context: int, canonicalize: bool, with_mask: bool = False):
     """Immich's OpenClipTextualEncoder tokenisation with the `tokenizers` library directly."""
     import string
 
@@ -152,7 +152,9 @@ def reference_text_ids(folder: Path, text: str, context: int, canonicalize: bool
     text = " ".join(text.split())
     if canonicalize:
         text = text.translate(str.maketrans("", "", string.punctuation)).lower()
-    return np.asarray(tok.encode(text).ids, np.int32)
+    encoding = tok.encode(text)
+    ids = np.asarray(encoding.ids, np.int32)
+    return (ids, np.asarray(encoding.attention_mask, np.int32)) if with_mask else ids
 
 
 @pytest.mark.parametrize("name", [s.name for s in CLIP_MODELS])
@@ -177,9 +179,10 @@ def test_clip_texts_equal_immich_reference(session, cache, name):
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     got = encode_texts(session, texts, model=name)
     for text, row, vec in zip(texts, ids, got.vectors):
-        ref_ids = reference_text_ids(folder, text, spec.context, spec.canonicalize)
+        ref_ids, ref_mask = reference_text_ids(folder, text, spec.context, spec.canonicalize, with_mask=True)
         np.testing.assert_array_equal(row, ref_ids)
-        out = sess.run(None, {"text": ref_ids[None]})[0][0]
+        feeds = {"input_ids": ref_ids[None], "attention_mask": ref_mask[None]} if spec.mclip else {"text": ref_ids[None]}
+        out = sess.run(None, feeds)[0][0]
         assert float(vec @ (out / np.linalg.norm(out))) >= 0.9999
     assert ids.shape == (3, spec.context)
     assert ids[0, 0] == 49406 and ids[0, -1] == 49407, "SOT first, padded with the tokenizer_config pad token"

@@ -34,6 +34,7 @@ class ClipSpec:
     canonicalize: bool = False
     seed: int = 0
     external_data: bool = False
+    mclip: bool = False  # M-CLIP text tower: input_ids + attention_mask, no text_cfg in config.json
 
 
 # ViT-B-32__openai has shipped recipes (they find its files in the cache); the other two have none.
@@ -41,7 +42,38 @@ CLIP_MODELS = (
     ClipSpec("ViT-B-32__openai", 224, 512, seed=1),
     ClipSpec("ViT-L-14-336__openai", 336, 768, seed=2, external_data=True),
     ClipSpec("ViT-B-16-SigLIP2__webli", 256, 768, context=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonicalize=True, seed=3),
+    ClipSpec("XLM-Roberta-Large-Vit-B-16Plus", 240, 640, seed=4, mclip=True),
 )
+
+
+def mclip_textual_onnx(path: Path, context: int, dim: int, seed: int) -> Path:
+    """input_ids, attention_mask [B,L] int32 -> embedding [B,dim]; depends on ids, positions and the mask."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w_ids, w_mask = (rng.standard_normal((context, dim)).astype(np.float32) for _ in range(2))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["f", "scale"], ["fs"]),
+            helper.make_node("Mul", ["fs", "m"], ["fm"]),
+            helper.make_node("MatMul", ["fm", "w_ids"], ["a"]),
+            helper.make_node("MatMul", ["m", "w_mask"], ["b"]),
+            helper.make_node("Add", ["a", "b"], ["embedding"]),
+        ],
+        "mclip_textual",
+        [helper.make_tensor_value_info(n, TensorProto.INT32, ["B", context]) for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["B", dim])],
+        [numpy_helper.from_array(w_ids, "w_ids"), numpy_helper.from_array(w_mask, "w_mask"),
+         numpy_helper.from_array(np.asarray(1.0 / 49408.0, np.float32), "scale")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 def planted_faces() -> list[PlantedFace]:
@@ -65,13 +97,17 @@ def add_clip(cache: Path, spec: ClipSpec, vocab_gz: Path) -> Path:
         "size": [spec.size, spec.size], "mode": "RGB", "mean": list(spec.mean), "std": list(spec.std),
         "interpolation": "bicubic", "resize_mode": "squash" if spec.canonicalize else "shortest", "fill_color": 0,
     })
-    tiny_textual_onnx(root / "textual" / "model.onnx", context=spec.context, dim=spec.dim, seed=spec.seed + 100)
+    if spec.mclip:
+        mclip_textual_onnx(root / "textual" / "model.onnx", spec.context, spec.dim, spec.seed + 100)
+    else:
+        tiny_textual_onnx(root / "textual" / "model.onnx", context=spec.context, dim=spec.dim, seed=spec.seed + 100)
     clip_tokenizer_json(vocab_gz, root / "textual" / "tokenizer.json")
     write_json(root / "textual" / "tokenizer_config.json", {"pad_token": "<|endoftext|>", "model_max_length": spec.context})
     text_cfg = {"context_length": spec.context, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}
     if spec.canonicalize:
         text_cfg["tokenizer_kwargs"] = {"clean": "canonicalize"}
-    write_json(root / "config.json", {"embed_dim": spec.dim, "vision_cfg": {"image_size": spec.size}, "text_cfg": text_cfg})
+    config = {"embed_dim": spec.dim, "vision_cfg": {"image_size": spec.size}}
+    write_json(root / "config.json", config if spec.mclip else {**config, "text_cfg": text_cfg})
     return root
 
 
