@@ -295,6 +295,7 @@ def test_cli_fetch_models_list_shows_cache_models(cache, empty_models):
     rows = {r["recipe"]: r for r in json.loads(proc.stdout)}
     row = rows["immich-ViT-L-14-336__openai-visual"]
     assert row["state"] == "present" and row["immich_names"] == ["ViT-L-14-336__openai"]
+    assert row["immich_cache"] == {"root": str(cache), "folder": "clip/ViT-L-14-336__openai/visual", "template": "clip-vit-b32-openai-visual-cpu"}
     assert all(inside(f["path"], cache) for f in row["files"])
     assert rows["buffalo_l-detection-cpu"]["state"] == "present", "a shipped recipe finds its file in the cache"
     table = run_cli("fetch-models", "--list", cache=cache, models=empty_models)

@@ -129,6 +129,7 @@ def _list(book: RecipeBook, selected: list[Recipe], files: ModelFiles, as_json: 
             "backend": recipe.backend,
             "default": recipe.default,
             "immich_names": list(recipe.immich_names),
+            "immich_cache": dict(recipe.raw["immich_cache"]) if "immich_cache" in recipe.raw else None,
             "state": overall,
             "selected": recipe.id in selected_ids,
             "files": [{"name": s.spec.name, "state": s.state, "path": str(s.path) if s.path else None, "reason": s.reason} for s in states],
