@@ -65,7 +65,7 @@ def test_scan_lists_every_model_folder(cache):
     found = {(m.task_dir, m.name, m.type) for m in scan_folder(cache)}
     for spec in CLIP_MODELS:
         assert {("clip", spec.name, "visual"), ("clip", spec.name, "textual")} <= found
-    for pack in ("buffalo_l", "antelopev2"):
+    for pack in ("buffalo_l", "buffalo_m", "buffalo_s", "antelopev2"):
         assert {("facial-recognition", pack, "detection"), ("facial-recognition", pack, "recognition")} <= found
     assert ("ocr", "PP-OCRv5_mobile", "detection") in found and ("ocr", "EN__PP-OCRv5_mobile", "recognition") in found
     assert ("ocr", "EN__PP-OCRv5_mobile", "detection") not in found, "Immich keeps one detector under the short name"
@@ -194,7 +194,7 @@ def test_clip_texts_equal_immich_reference(session, cache, name):
 # ---- faces: Immich's numbers (§5.4, §5.5) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("pack", ["buffalo_l", "antelopev2"])
+@pytest.mark.parametrize("pack", ["buffalo_l", "buffalo_m", "buffalo_s", "antelopev2"])
 @pytest.mark.parametrize("height,width", [(600, 800), (1000, 700)])
 def test_faces_equal_immich_reference(session, cache, pack, height, width):
     rgb = blob_image(height, width, seed=height + width)
@@ -364,3 +364,22 @@ def test_hailo_detection_with_the_cache_recogniser_on_cpu(hailo_double, tmp_path
 
 def test_external_weight_file_beside_the_model_is_found(cache):
     assert (cache / "clip" / "ViT-L-14-336__openai" / "visual" / "model.onnx_data").is_file()  # the helper wrote it so
+
+
+def test_clip_on_hailo_faces_from_the_cache_on_cpu(hailo_double, tmp_path, cache, photos):
+    """EMULATED Hailo (test double): CLIP pinned to the Hailo, faces pinned to the CPU with the cache's
+    buffalo_l; a CLIP model only the CPU could run is refused, not moved to the CPU silently."""
+    from tests.helpers.hailo import make_hailo_session
+
+    book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
+    pins = {"clip-visual": "hailo", "face-detection": "cpu", "face-recognition": "cpu"}
+    with make_hailo_session(["clip-vit-b32-visual-hailo"], None, tmp_path, book=book, immich_cache_folder=cache,
+                            model_backends=pins) as session:
+        clip = encode_images(session, [photos["astronaut"]], model="ViT-B-32__openai")
+        faces = analyze_faces(session, blob_image(600, 800, seed=9), detector="buffalo_l", recognizer="buffalo_l", min_score=0.5)
+        with pytest.raises(UnknownModelError, match="puts clip-visual on hailo"):
+            encode_images(session, [photos["astronaut"]], model="ViT-L-14-336__openai")
+    assert clip.provenance.recipe_id == "clip-vit-b32-visual-hailo" and clip.provenance.backend == "hailo"
+    assert (faces.detector.recipe_id, faces.detector.backend) == ("buffalo_l-detection-cpu", "cpu")
+    assert (faces.recognizer.recipe_id, faces.recognizer.backend) == ("buffalo_l-recognition-cpu", "cpu")
+    assert len(faces.faces) == 3

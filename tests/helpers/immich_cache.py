@@ -151,7 +151,7 @@ def add_ocr(cache: Path, models_dir: Path, names: tuple[str, ...] = ("PP-OCRv5_m
             os.link(made, rec_target)
 
 
-def build_cache(cache: Path, vocab_gz: Path, models_dir: Path | None = None, *, clip=CLIP_MODELS, packs=("buffalo_l", "antelopev2")) -> Path:
+def build_cache(cache: Path, vocab_gz: Path, models_dir: Path | None = None, *, clip=CLIP_MODELS, packs=("buffalo_l", "buffalo_m", "buffalo_s", "antelopev2")) -> Path:
     for spec in clip:
         add_clip(cache, spec, vocab_gz)
     for i, pack in enumerate(packs):
