@@ -18,11 +18,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
 from hailo_immich_cli.model_files import IMPORTED_CACHE_DIR, ModelFiles
-from hailo_immich_cli.recipes import IMMICH_TASKS, Recipe, RecipeBook, clean_immich_name, parse_recipe
+from hailo_immich_cli.recipes import IMMICH_TASKS, Recipe, RecipeBook, parse_recipe
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
@@ -215,7 +215,7 @@ def synthesise(book: RecipeBook, model: CacheModel, all_models: list[CacheModel]
     return parse_recipe(model.model_dir / model.type, data)
 
 
-def _covering(book: RecipeBook, files: ModelFiles, model: CacheModel, names: list[str]) -> Recipe | None:
+def _covering(book: RecipeBook, files: ModelFiles, model: CacheModel) -> Recipe | None:
     """A shipped CPU recipe reproducing this model whose every file is found (models dir or this cache)."""
     for recipe in book.by_immich_name(model.task, model.name, "cpu"):
         if recipe.backend != "cpu" or recipe.id.startswith(ID_PREFIX):
@@ -235,8 +235,7 @@ def scan_cache(book: RecipeBook, settings: Settings, root: Path | None = None) -
     recipes, covered, skipped = [], {}, {}
     for model in models:
         key = model.rel(model.type)
-        names = _immich_names(model, models)
-        shipped = _covering(book, files, model, names)
+        shipped = _covering(book, files, model)
         if shipped is not None:
             covered[key] = shipped.id
             continue
@@ -277,21 +276,6 @@ def with_cache_recipes(book: RecipeBook, settings: Settings) -> RecipeBook:
 def load_recipe_book(settings: Settings) -> RecipeBook:
     """Shipped recipes, the user's recipes dir, and the Immich cache's models."""
     return with_cache_recipes(RecipeBook.load(settings.recipes_dir), settings)
-
-
-def is_cache_recipe(recipe: Recipe) -> bool:
-    return "immich_cache" in recipe.raw
-
-
-def cache_model_name(recipe: Recipe) -> str | None:
-    """The Immich model name a cache recipe was made from (None for other recipes)."""
-    if not is_cache_recipe(recipe):
-        return None
-    return clean_immich_name(recipe.immich_names[0]) if recipe.immich_names else None
-
-
-def describe(recipes: Iterable[Recipe]) -> list[dict[str, Any]]:
-    return [{"recipe": r.id, "task": r.task, **dict(r.raw["immich_cache"])} for r in recipes if is_cache_recipe(r)]
 
 
 def import_models(scan: CacheScan, models_dir: Path) -> list[tuple[str, str, str]]:
