@@ -383,3 +383,17 @@ def test_clip_on_hailo_faces_from_the_cache_on_cpu(hailo_double, tmp_path, cache
     assert (faces.detector.recipe_id, faces.detector.backend) == ("buffalo_l-detection-cpu", "cpu")
     assert (faces.recognizer.recipe_id, faces.recognizer.backend) == ("buffalo_l-recognition-cpu", "cpu")
     assert len(faces.faces) == 3
+
+
+def test_per_task_settings_accept_immich_task_names_and_refuse_typos():
+    s = Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "facial-recognition=cpu, clip=hailo, ocr-recognition=cpu"})
+    assert s.model_backends == {"face-detection": "cpu", "face-recognition": "cpu", "clip-visual": "hailo",
+                                "clip-textual": "hailo", "ocr-recognition": "cpu"}
+    from hailo_immich_cli.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="unknown task faces"):
+        Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "faces=cpu"})
+    with pytest.raises(BadInputError, match="HAILO_IMMICH_TASK_RECIPES: unknown task face-detect"):
+        Settings.load(env={"HAILO_IMMICH_TASK_RECIPES": "face-detect=scrfd-10g-hailo8"})
+    with pytest.raises(BadInputError, match="task=value"):
+        Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "cpu"})
