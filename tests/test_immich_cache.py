@@ -234,6 +234,9 @@ def test_pinned_backend_without_a_recipe_for_the_name_is_an_error(cache, empty_m
         with pytest.raises(UnknownModelError, match="HAILO_IMMICH_MODEL_BACKENDS puts clip-visual on hailo"):
             s.resolve("clip-visual", "ViT-L-14-336__openai")
         assert s.resolve("face-detection", "buffalo_l").backend == "cpu"
+    with SessionManager(cache_settings(cache, empty_models, model_backends={"face-detection": "hailo"})) as s:
+        chosen = s.resolve("face-detection", "buffalo_l")  # boxes only: the pinned backend's default detector
+        assert chosen.backend == "hailo" and chosen.id == s.recipes.default("face-detection", "hailo").id
 
 
 def test_configured_recipe_that_does_not_reproduce_the_name_is_an_error_for_vectors(cache, empty_models):
