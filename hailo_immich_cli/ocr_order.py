@@ -20,14 +20,27 @@ def _line_ids(y_sorted: np.ndarray) -> np.ndarray:
     return ids
 
 
-def reading_order(boxes: np.ndarray) -> np.ndarray:
-    """Indices putting (N, 4, 2) TL-first boxes in reading order: lines top to bottom, then left to right."""
-    if len(boxes) == 0:
+def reading_order(boxes: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
+    """Indices putting (N, 4, 2) boxes in reading order: lines top to bottom, each left to right.
+
+    A box joins the line of the previous box (by vertical centre) when their vertical extents overlap
+    by at least `min_overlap` of the shorter one, so slightly rotated lines stay one line even when
+    their ends differ in height by more than a few pixels.
+    """
+    n = len(boxes)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    y_order = np.argsort(boxes[:, 0, 1], kind="stable")
-    lines = _line_ids(boxes[y_order, 0, 1])
-    within = np.lexsort((boxes[y_order, 0, 0], lines))
-    return y_order[within]
+    top, bottom = boxes[:, :, 1].min(axis=1), boxes[:, :, 1].max(axis=1)
+    by_centre = np.argsort((top + bottom) / 2, kind="stable")
+    line_of = np.zeros(n, dtype=np.int64)
+    line, prev = 0, by_centre[0]
+    for i in by_centre[1:]:
+        overlap = min(bottom[i], bottom[prev]) - max(top[i], top[prev])
+        if overlap < min_overlap * min(bottom[i] - top[i], bottom[prev] - top[prev]):
+            line += 1
+        line_of[i] = line
+        prev = i
+    return np.lexsort((boxes[:, :, 0].min(axis=1), line_of))
 
 
 def immich_order(boxes: np.ndarray) -> np.ndarray:
