@@ -111,12 +111,65 @@ def _as_ntc(raw: np.ndarray, n: int, classes: int) -> np.ndarray:
     return raw.reshape(n, -1, classes)
 
 
-def recognize(session, recipe: Recipe, crops: Sequence[np.ndarray]) -> Recognition:
-    """Text and confidence per crop, in the crops' order."""
+def _cut_positions(crop: np.ndarray, pieces: int) -> list[tuple[int, bool]]:
+    """Where to cut a long line into `pieces`, and whether each cut falls in a word gap.
+
+    Each cut goes to the middle of the emptiest run of columns (least ink against the line's median
+    background) within a quarter piece of its even position, so cuts land between characters.
+    """
+    h, w = crop.shape[:2]
+    gray = crop.astype(np.float32).mean(axis=2)
+    ink = (np.abs(gray - np.median(gray)) > 40).sum(axis=0)
+    step = w / pieces
+    cuts = []
+    for j in range(1, pieces):
+        lo, hi = int(j * step - step / 4), int(j * step + step / 4)
+        window = ink[lo:hi]
+        quiet = window <= window.min()
+        # widest run of the quietest columns in the window
+        best_start, best_len, run_start = lo, 0, None
+        for k, q in enumerate(np.append(quiet, False)):
+            if q and run_start is None:
+                run_start = k
+            elif not q and run_start is not None:
+                if k - run_start > best_len:
+                    best_start, best_len = lo + run_start, k - run_start
+                run_start = None
+        centre = best_start + best_len // 2
+        # the gap's full width (it may extend past the window) decides between a space and nothing
+        left = centre
+        while left > 0 and ink[left - 1] == 0:
+            left -= 1
+        right = centre
+        while right < w - 1 and ink[right + 1] == 0:
+            right += 1
+        gap = (right - left + 1) if ink[centre] == 0 else 0
+        cuts.append((centre, gap >= WORD_GAP * h))
+    return cuts
+
+
+WORD_GAP = 0.12  # a column gap this wide, relative to the crop height, separates words
+
+
+def split_wide(crop: np.ndarray, height: int, width: int, max_squeeze: float) -> tuple[list[np.ndarray], list[bool]]:
+    """Pieces of a line too long for a fixed-width input (40 CTC steps at 320 px), and the spaces between them.
+
+    Squeezing a 100-character line into 320 px leaves it unreadable; pieces of at most ~width px
+    (at the model height) keep characters at their trained size. Lines within `max_squeeze` pass whole.
+    """
+    h, w = crop.shape[:2]
+    needed = math.ceil(height * w / float(h))
+    if needed <= width * max_squeeze:
+        return [crop], []
+    pieces = math.ceil(needed / (width * 0.9))
+    cuts = _cut_positions(crop, pieces)
+    bounds = [0] + [c for c, _ in cuts] + [w]
+    parts = [np.ascontiguousarray(crop[:, a:b]) for a, b in zip(bounds, bounds[1:]) if b - a > 0]
+    return parts, [space for _, space in cuts][: len(parts) - 1]
+
+
+def _run_crops(session, recipe: Recipe, crops: Sequence[np.ndarray], charset: tuple[str, ...]) -> tuple[list[str], list[float], Provenance]:
     model = session.model(recipe.id)
-    charset = load_charset(recipe, session.files)
-    if not crops:
-        return Recognition([], [], model.provenance)
     fixed = recipe.preprocess.get("width_mode", "dynamic") == "fixed"
     batch = recipe.batch_size if fixed else (session.settings.max_batch_ocr or recipe.batch_size)
     name = input_name(recipe, model.inputs)
@@ -137,4 +190,45 @@ def recognize(session, recipe: Recipe, crops: Sequence[np.ndarray]) -> Recogniti
             decoded = ctc_greedy(_as_ntc(np.asarray(raw, dtype=np.float32), len(ids), len(charset)), charset)
             for i, (text, score) in zip(ids.tolist(), decoded):
                 texts[i], scores[i] = text, score
-    return Recognition(texts, scores, provenance)
+    return texts, scores, provenance
+
+
+def recognize(session, recipe: Recipe, crops: Sequence[np.ndarray]) -> Recognition:
+    """Text and confidence per crop, in the crops' order.
+
+    Fixed-width recipes split lines longer than `max_squeeze` x width into pieces at gaps and join
+    the pieces' texts (with a space where the cut fell in a word gap); the line's confidence is the
+    pieces' confidences weighted by their character counts.
+    """
+    model = session.model(recipe.id)
+    charset = load_charset(recipe, session.files)
+    if not crops:
+        return Recognition([], [], model.provenance)
+    pre = recipe.preprocess
+    max_squeeze = float(pre.get("max_squeeze", 0))
+    if pre.get("width_mode", "dynamic") != "fixed" or max_squeeze <= 0:
+        texts, scores, provenance = _run_crops(session, recipe, crops, charset)
+        return Recognition(texts, scores, provenance)
+    height, width = int(pre.get("height", 48)), int(pre.get("width", 320))
+    with session.host_time(recipe.id):
+        split = [split_wide(c, height, width, max_squeeze) for c in crops]
+        pieces = [p for parts, _ in split for p in parts]
+    texts, scores, provenance = _run_crops(session, recipe, pieces, charset)
+    out_texts, out_scores, k = [], [], 0
+    for parts, spaces in split:
+        n = len(parts)
+        if n == 1:
+            out_texts.append(texts[k])
+            out_scores.append(scores[k])
+        else:
+            segs = [t.strip() for t in texts[k : k + n]]
+            text = segs[0]
+            for seg, space in zip(segs[1:], spaces):
+                text += (" " if space and text and seg else "") + seg
+            weights = [len(t) for t in segs]
+            total = sum(weights)
+            score = sum(w * sc for w, sc in zip(weights, scores[k : k + n])) / total if total else 0.0
+            out_texts.append(text)
+            out_scores.append(round(score, 5))
+        k += n
+    return Recognition(out_texts, out_scores, provenance)

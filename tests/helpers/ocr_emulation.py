@@ -18,6 +18,8 @@ DET_ID = "emulated-hailo-ocr-det-cpu"
 REC_ID = "emulated-hailo-ocr-rec-cpu"
 LETTERBOX_DET_ID = "emulated-letterbox-ocr-det-cpu"
 FULL_TILES_DET_ID = "emulated-hailo-ocr-det-full-scale-cpu"
+REC_SQUEEZE_ID = "emulated-hailo-ocr-rec-squeeze-cpu"
+MID_TILES_DET_ID = "emulated-hailo-ocr-det-085-cpu"
 
 
 def _det_toml(recipe_id: str, model: str, min_scale: float, max_resolution: int) -> str:
@@ -53,8 +55,8 @@ dilate = true
 '''
 
 
-def _rec_toml(model: str, dictionary: str) -> str:
-    return f'''id = "{REC_ID}"
+def _rec_toml(model: str, dictionary: str, recipe_id: str = REC_ID, max_squeeze: float = 1.25) -> str:
+    return f'''id = "{recipe_id}"
 task = "ocr-recognition"
 backend = "cpu"
 description = "PP-OCRv5 mobile rec ONNX in the Hailo 48x320 layout (emulation)"
@@ -78,6 +80,7 @@ std = [127.5, 127.5, 127.5]
 height = 48
 width = 320
 pad_value = 128
+max_squeeze = {max_squeeze}
 [postprocess]
 blank_index = 0
 dictionary_offset = 1
@@ -97,15 +100,21 @@ def emulation_session(base: Settings, workdir: Path) -> SessionManager:
     (recipes_dir / f"{DET_ID}.toml").write_text(_det_toml(DET_ID, det_file, 0.7, 736))
     # Letterbox = the whole image into one canvas (what a single fixed-size run does).
     (recipes_dir / f"{LETTERBOX_DET_ID}.toml").write_text(_det_toml(LETTERBOX_DET_ID, det_file, 0.0001, 736))
-    # Tiles that never trade resolution for fewer runs (min_scale 1.0).
+    # Tiles that never trade resolution for fewer runs (min_scale 1.0), and a middle ground.
     (recipes_dir / f"{FULL_TILES_DET_ID}.toml").write_text(_det_toml(FULL_TILES_DET_ID, det_file, 1.0, 736))
+    (recipes_dir / f"{MID_TILES_DET_ID}.toml").write_text(_det_toml(MID_TILES_DET_ID, det_file, 0.85, 736))
     (recipes_dir / f"{REC_ID}.toml").write_text(_rec_toml(rec_file, dict_file))
+    # Long lines squeezed into 320 px instead of split (what a plain fixed-width run does).
+    (recipes_dir / f"{REC_SQUEEZE_ID}.toml").write_text(_rec_toml(rec_file, dict_file, REC_SQUEEZE_ID, 0))
     links = {
         (DET_ID, det_file): src / det.id / det_file,
         (LETTERBOX_DET_ID, det_file): src / det.id / det_file,
         (FULL_TILES_DET_ID, det_file): src / det.id / det_file,
+        (MID_TILES_DET_ID, det_file): src / det.id / det_file,
         (REC_ID, rec_file): src / rec.id / rec_file,
         (REC_ID, dict_file): src / rec.id / dict_file,
+        (REC_SQUEEZE_ID, rec_file): src / rec.id / rec_file,
+        (REC_SQUEEZE_ID, dict_file): src / rec.id / dict_file,
     }
     for (rid, name), target in links.items():
         (models_dir / rid).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,60 @@
+"""The Hailo OCR layouts (544x960 detector tiles, 48x320 recogniser crops) with the real PP-OCRv5 weights.
+
+Emulated: the HEF layouts run the ONNX weights on the CPU (tests/helpers/ocr_emulation.py). This
+checks the geometry (tiling, stitching, splitting long lines), not the quantised HEFs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hailo_immich_cli.ocr import read_text
+from hailo_immich_cli.ocr_rec import split_wide
+from tests.helpers.ocr import cer, normalise, read_all, render_lines
+from tests.helpers.ocr_emulation import DET_ID, LETTERBOX_DET_ID, REC_ID, REC_SQUEEZE_ID, emulation_session
+
+LONG = "The annual general meeting of the garden society takes place on Friday 14 March at 19:30"
+
+
+@pytest.fixture(scope="module")
+def emulated(cpu_models, tmp_path_factory):
+    with emulation_session(cpu_models, tmp_path_factory.mktemp("emulated")) as session:
+        yield session
+
+
+def test_split_wide_cuts_long_lines_in_gaps():
+    img = render_lines([LONG], (40 + 19 * len(LONG), 60), font_size=32, origin=(20, 10))
+    parts, spaces = split_wide(img, 48, 320, 1.25)
+    assert len(parts) >= 4 and len(spaces) == len(parts) - 1
+    assert sum(p.shape[1] for p in parts) == img.shape[1]
+    assert all(np.ceil(48 * p.shape[1] / p.shape[0]) <= 320 * 1.25 for p in parts)
+    ink = (np.abs(img.astype(np.float32).mean(axis=2) - np.median(img.mean(axis=2))) > 40).sum(axis=0)
+    cut_columns = np.cumsum([p.shape[1] for p in parts])[:-1]
+    assert all(ink[c] == 0 for c in cut_columns)  # no cut goes through a character
+    short, none = split_wide(img[:, :300], 48, 320, 1.25)
+    assert len(short) == 1 and none == []
+
+
+@pytest.mark.slow
+def test_tiles_keep_small_print_that_letterboxing_loses(emulated):
+    lines = ["Receipt 0042 Market Hall", "2 coffee 7.20 EUR", "Card payment accepted"]
+    portrait = render_lines(lines, (3024, 4032), font_size=32, origin=(378, 1344), spacing=2.0)
+    tiled = read_text(emulated, portrait, detector=DET_ID, recognizer=REC_ID)
+    boxed = read_text(emulated, portrait, detector=LETTERBOX_DET_ID, recognizer=REC_ID)
+    truth = normalise(" ".join(lines))
+    c_tiled, c_boxed = cer(read_all(tiled.lines), truth), cer(read_all(boxed.lines), truth)
+    print(f"\nportrait 3024x4032, 32-px print: tiles ({tiled.tiles} runs) CER {c_tiled:.3f}, letterbox CER {c_boxed:.3f}")
+    assert tiled.tiles == 2 and c_tiled <= 0.02 and c_boxed >= 0.3
+    assert all((line.box[:, 0] < 3024).all() and (line.box[:, 1] < 4032).all() for line in tiled.lines)
+    assert 1300 < tiled.lines[0].box[0, 1] < 1400  # boxes are in original pixels
+
+
+@pytest.mark.slow
+def test_long_lines_split_read_better_than_squeezed(emulated):
+    img = render_lines([LONG], (40 + 19 * len(LONG), 110), font_size=32, origin=(20, 30))
+    split = read_all(read_text(emulated, img, detector="ppocrv5-mobile-det-cpu", recognizer=REC_ID).lines)
+    squeezed = read_all(read_text(emulated, img, detector="ppocrv5-mobile-det-cpu", recognizer=REC_SQUEEZE_ID).lines)
+    c_split, c_squeezed = cer(split, LONG), cer(squeezed, LONG)
+    print(f"\n{len(LONG)}-char line at 48x320: split CER {c_split:.3f} ({split!r}), squeezed CER {c_squeezed:.3f}")
+    assert c_split <= 0.05 and c_squeezed > 2 * max(c_split, 0.02)
