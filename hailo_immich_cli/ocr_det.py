@@ -78,25 +78,34 @@ def _origins(length: int, tile: int, count: int) -> tuple[int, ...]:
     return tuple(int(v) for v in np.round(np.linspace(0, length - tile, count)))
 
 
-def plan_tiles(height: int, width: int, tile_h: int, tile_w: int, max_resolution: int, min_scale: float, overlap: int) -> TilePlan:
-    """Fewest tiles that keep the shorter side within [min_scale, 1] x min(max_resolution, short); largest scale wins ties."""
+def plan_tiles(
+    height: int, width: int, tile_h: int, tile_w: int, max_resolution: int, min_scale: float, overlap: int, max_tiles: int = 16
+) -> TilePlan:
+    """Fewest tiles that keep the shorter side within [min_scale, 1] x min(max_resolution, short); largest scale wins ties.
+
+    Extreme aspect ratios (a 100000x32 strip) would need hundreds of tiles: at most `max_tiles` are
+    used, shrinking further if needed, so memory and device time stay bounded.
+    """
     target = min(1.0, max_resolution / min(height, width))
     floor = target * min_scale
     ny0 = _tiles_along(round(height * target), tile_h, overlap)
     nx0 = _tiles_along(round(width * target), tile_w, overlap)
     best: tuple[int, float] | None = None
-    for ny in range(1, ny0 + 1):
-        for nx in range(1, nx0 + 1):
+    fallback: tuple[float, int] | None = None
+    for ny in range(1, min(ny0, max_tiles) + 1):
+        for nx in range(1, min(nx0, max_tiles // ny) + 1):
             fit_h = ny * tile_h - (ny - 1) * overlap
             fit_w = nx * tile_w - (nx - 1) * overlap
             scale = min(target, fit_h / height, fit_w / width)
+            if fallback is None or (scale, -ny * nx) > fallback:
+                fallback = (scale, -ny * nx)
             if scale < floor - 1e-9:
                 continue
             key = (ny * nx, -scale)
             if best is None or key < (best[0], -best[1]):
                 best = (ny * nx, scale)
-    assert best is not None  # (ny0, nx0) always fits at the target scale
-    scale = best[1]
+    assert fallback is not None
+    scale = best[1] if best is not None else fallback[0]
     sh, sw = max(1, round(height * scale)), max(1, round(width * scale))
     ny, nx = _tiles_along(sh, tile_h, overlap), _tiles_along(sw, tile_w, overlap)
     return TilePlan(scale, sh, sw, _origins(sh, tile_h, ny), _origins(sw, tile_w, nx))
@@ -171,7 +180,10 @@ def detect_text(
     if pre.get("resize", "short-side") == "tiles":
         tile_h, tile_w = tile_input_size(recipe)
         with session.host_time(recipe.id):
-            plan = plan_tiles(height, width, tile_h, tile_w, max_res, float(pre.get("min_scale", 0.7)), int(pre.get("tile_overlap", 64)))
+            plan = plan_tiles(
+                height, width, tile_h, tile_w, max_res, float(pre.get("min_scale", 0.85)),
+                int(pre.get("tile_overlap", 64)), int(pre.get("max_tiles", 16)),
+            )
             interp = cv2.INTER_AREA if plan.scale < 1 else cv2.INTER_LINEAR
             scaled = rgb if (plan.height, plan.width) == (height, width) else cv2.resize(rgb, (plan.width, plan.height), interpolation=interp)
             feed = image_input(cut_tiles(scaled, plan, tile_h, tile_w), recipe)

@@ -176,6 +176,8 @@ def test_tile_plan_covers_portrait_wide_and_landscape():
     assert wide.scale >= 0.7 * 736 / 1800
     full = plan_tiles(3024, 4032, 544, 960, 736, 1.0, 64)
     assert full.scale == pytest.approx(736 / 3024) and full.count == 4
+    strip = plan_tiles(32, 100_000, 544, 960, 736, 0.85, 64, max_tiles=16)
+    assert strip.count <= 16 and strip.width <= 16 * 960  # bounded, shrunk below min_scale if it must
     small = plan_tiles(300, 400, 544, 960, 736, 0.7, 64)
     assert (small.height, small.width, small.count) == (300, 400, 1)  # never upscaled
     for plan, (th, tw) in ((portrait, (544, 960)), (wide, (544, 960)), (full, (544, 960))):
