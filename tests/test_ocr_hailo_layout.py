@@ -58,3 +58,78 @@ def test_long_lines_split_read_better_than_squeezed(emulated):
     c_split, c_squeezed = cer(split, LONG), cer(squeezed, LONG)
     print(f"\n{len(LONG)}-char line at 48x320: split CER {c_split:.3f} ({split!r}), squeezed CER {c_squeezed:.3f}")
     assert c_split <= 0.05 and c_squeezed > 2 * max(c_split, 0.02)
+
+
+# ---------------------------------------------------------------- read_text through a stand-in hailo backend
+class _FakeHailoModel:
+    """Answers like the HEFs: det (n, 544, 960, 1) map marking dark pixels; rec (n, 1, 40, 18385) reading 'A'."""
+
+    def __init__(self, recipe, seen):
+        from hailo_immich_cli.backends.base import Provenance
+
+        self.recipe, self.seen = recipe, seen
+        self.provenance = Provenance(recipe.id, "hailo", "0" * 64, "stand-in (no device)", "test double")
+        self.inputs = ()
+        self.outputs = ()
+        self.max_batch = recipe.batch_size
+
+    def run(self, feeds):
+        (name, x), = feeds.items()
+        self.seen.append((self.recipe.task, name, x.shape, x.dtype))
+        if self.recipe.task == "ocr-detection":
+            return {"out": (x.mean(axis=3, keepdims=True) < 100).astype(np.float32)}
+        out = np.zeros((x.shape[0], 1, 40, 18385), np.float32)
+        out[..., 0] = 1.0
+        out[:, 0, 2, 0], out[:, 0, 2, self.a_class] = 0.0, 0.99
+        return {"out": out}
+
+    def close(self):
+        pass
+
+
+def test_read_text_drives_the_hailo_layout_end_to_end(cpu_models, tmp_path):
+    import os
+
+    from hailo_immich_cli.backends.base import Backend
+    from hailo_immich_cli.session import SessionManager
+    from hailo_immich_cli.settings import Settings
+
+    models = tmp_path / "models"
+    (models / "paddle-ocr-v5-mobile-rec-hailo8").mkdir(parents=True)
+    os.symlink(cpu_models.models_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt", models / "paddle-ocr-v5-mobile-rec-hailo8" / "ppocrv5_dict.txt")
+    seen: list = []
+
+    class FakeHailo(Backend):
+        name = "hailo"
+
+        def load(self, recipe, files):
+            model = _FakeHailoModel(recipe, seen)
+            if recipe.task == "ocr-recognition":
+                from hailo_immich_cli.ocr_ctc import load_charset
+
+                model.a_class = load_charset(recipe, files).index("A")
+            return model
+
+        def info(self):
+            return {"backend": "hailo", "device": "stand-in"}
+
+    settings = Settings.load(env={}, backend="cpu", models_dir=models)
+    rgb = np.full((4032, 3024, 3), 235, np.uint8)
+    rects = [(300, 600, 1500, 680), (300, 2000, 2600, 2060), (1200, 3800, 2900, 3900)]  # x0, y0, x1, y1
+    for x0, y0, x1, y1 in rects:
+        rgb[y0:y1, x0:x1] = 20
+    with SessionManager(settings, backends={"hailo": FakeHailo()}) as session:
+        result = read_text(session, rgb, detector="paddle-ocr-v5-mobile-det-hailo8", recognizer="paddle-ocr-v5-mobile-rec-hailo8")
+    assert result.detector.backend == "hailo" and result.recognizer.recipe_id == "paddle-ocr-v5-mobile-rec-hailo8"
+    det_calls = [s for s in seen if s[0] == "ocr-detection"]
+    rec_calls = [s for s in seen if s[0] == "ocr-recognition"]
+    assert det_calls == [("ocr-detection", "paddle_ocr_v5_mobile_detection/input_layer1", (result.tiles, 544, 960, 3), np.dtype(np.uint8))]
+    assert result.tiles == 2
+    assert all(shape[1:] == (48, 320, 3) and dtype == np.uint8 and shape[0] <= 8 for _, _, shape, dtype in rec_calls)
+    # the 2300x60 bar is too long for 48x320: it is read in pieces (one 'A' each), joined without a space
+    texts = [line.text for line in result.lines]
+    assert texts[0] == texts[2] == "A" and len(texts[1]) >= 3 and set(texts[1]) == {"A"}
+    assert sum(shape[0] for _, _, shape, _ in rec_calls) == 2 + len(texts[1])
+    for line, (x0, y0, x1, y1) in zip(result.lines, rects):  # reading order, original pixels
+        assert abs(line.box[0, 0] - x0) < 40 and abs(line.box[0, 1] - y0) < 40
+        assert abs(line.box[2, 0] - x1) < 40 and abs(line.box[2, 1] - y1) < 40
