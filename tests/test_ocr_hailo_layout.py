@@ -131,5 +131,6 @@ def test_read_text_drives_the_hailo_layout_end_to_end(cpu_models, tmp_path):
     assert texts[0] == texts[2] == "A" and len(texts[1]) >= 3 and set(texts[1]) == {"A"}
     assert sum(shape[0] for _, _, shape, _ in rec_calls) == 2 + len(texts[1])
     for line, (x0, y0, x1, y1) in zip(result.lines, rects):  # reading order, original pixels
-        assert abs(line.box[0, 0] - x0) < 40 and abs(line.box[0, 1] - y0) < 40
-        assert abs(line.box[2, 0] - x1) < 40 and abs(line.box[2, 1] - y1) < 40
+        # the stand-in marks the whole bar (DB marks a shrunk kernel), so the unclip grows it by ~60 px
+        assert 0 <= x0 - line.box[0, 0] < 100 and 0 <= y0 - line.box[0, 1] < 100
+        assert 0 <= line.box[2, 0] - x1 < 100 and 0 <= line.box[2, 1] - y1 < 100
