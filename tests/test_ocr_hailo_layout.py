@@ -12,6 +12,7 @@ import pytest
 from hailo_immich_cli.ocr import read_text
 from hailo_immich_cli.ocr_rec import split_wide
 from tests.helpers.ocr import cer, normalise, read_all, render_lines
+from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 from tests.helpers.ocr_emulation import DET_ID, LETTERBOX_DET_ID, REC_ID, REC_SQUEEZE_ID, emulation_session
 
 LONG = "The annual general meeting of the garden society takes place on Friday 14 March at 19:30"
@@ -134,3 +135,52 @@ def test_read_text_drives_the_hailo_layout_end_to_end(cpu_models, tmp_path):
         # the stand-in marks the whole bar (DB marks a shrunk kernel), so the unclip grows it by ~60 px
         assert 0 <= x0 - line.box[0, 0] < 100 and 0 <= y0 - line.box[0, 1] < 100
         assert 0 <= line.box[2, 0] - x1 < 100 and 0 <= line.box[2, 1] - y1 < 100
+
+
+# ---------------------------------------------------------------- the shipped Hailo recipes on the emulated device
+@pytest.mark.slow
+def test_shipped_hailo_recipes_read_text_on_the_emulated_device(hailo_double, cpu_models, tmp_path):
+    """paddle-ocr-v5-mobile-{det,rec}-hailo8 through the hailo backend on the hailo_platform double, with
+    the real PP-OCRv5 ONNX weights as the chip's twins (ImageNet / 127.5 normalisation as the HEFs do
+    on-chip, uint8-quantised outputs). EMULATED: this checks our side of the HEF contract, not the chip."""
+    import onnxruntime as ort
+
+    from hailo_immich_cli.recipes import RecipeBook
+    from tests.helpers.hailo import _layer_name, make_hailo_session
+
+    book = RecipeBook.load()
+    det, rec = book.get("paddle-ocr-v5-mobile-det-hailo8"), book.get("paddle-ocr-v5-mobile-rec-hailo8")
+    onnx_dir = cpu_models.models_dir
+    det_onnx = ort.InferenceSession(str(onnx_dir / "ppocrv5-mobile-det-cpu" / "PP-OCRv5_det_mobile_infer.onnx"), providers=["CPUExecutionProvider"])
+    rec_onnx = ort.InferenceSession(str(onnx_dir / "ppocrv5-mobile-rec-cpu" / "PP-OCRv5_rec_mobile_infer.onnx"), providers=["CPUExecutionProvider"])
+    det_out, rec_out = _layer_name(det, det.outputs[0], "output", 0), _layer_name(rec, rec.outputs[0], "output", 0)
+    mean, std = np.array([123.675, 116.28, 103.53], np.float32), np.array([58.395, 57.12, 57.375], np.float32)
+
+    def det_twin(inputs):
+        x = (np.asarray(next(iter(inputs.values())), np.float32) - mean) / std
+        prob = det_onnx.run(None, {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+        return {det_out: prob.transpose(0, 2, 3, 1)}
+
+    def rec_twin(inputs):
+        x = (np.asarray(next(iter(inputs.values())), np.float32)[..., ::-1] - 127.5) / 127.5  # RGB in, BGR-trained weights
+        out = rec_onnx.run(None, {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+        return {rec_out: out[:, None]}
+
+    dict_dir = tmp_path / "models" / rec.id
+    dict_dir.mkdir(parents=True)
+    (dict_dir / "ppocrv5_dict.txt").symlink_to(onnx_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt")
+    lines = ["Receipt 0042 Market Hall", "Card payment accepted"]
+    portrait = render_lines(lines, (3024, 4032), font_size=40, origin=(378, 1344), spacing=2.0)
+    long_line = render_lines([LONG], (40 + 19 * len(LONG), 110), font_size=32, origin=(20, 30))
+    calibration = {
+        det.id: {det.inputs[0].name: render_lines(lines, (960, 544), font_size=30)[None].astype(np.float32)},  # text: outputs reach 1
+        rec.id: {rec.inputs[0].name: np.full((1, 48, 320, 3), 128, np.float32)},
+    }
+    with make_hailo_session([det, rec], {det.id: det_twin, rec.id: rec_twin}, tmp_path, book=book, calibration=calibration) as session:
+        got = read_text(session, portrait, detector=det.id, recognizer=rec.id)
+        wide = read_text(session, long_line, detector=det.id, recognizer=rec.id)
+    assert got.detector.backend == "hailo" and got.recognizer.backend == "hailo" and "emulated" in got.detector.device
+    c_portrait = cer(read_all(got.lines), normalise(" ".join(lines)))
+    c_long = cer(read_all(wide.lines), LONG)
+    print(f"\nemulated Hailo: portrait CER {c_portrait:.3f} ({got.tiles} tiles) {read_all(got.lines)!r}; long line CER {c_long:.3f} {read_all(wide.lines)!r}")
+    assert got.tiles == 2 and c_portrait <= 0.05 and c_long <= 0.05
