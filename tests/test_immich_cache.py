@@ -77,6 +77,9 @@ def test_shipped_recipes_run_from_the_cache_and_the_rest_is_synthesised(cache, e
     assert scan.covered["facial-recognition/antelopev2/recognition"] == "antelopev2-recognition-cpu"
     assert scan.covered["clip/ViT-B-32__openai/visual"] == "clip-vit-b32-openai-visual-cpu"
     assert scan.covered["ocr/PP-OCRv5_mobile/detection"] == "ppocrv5-mobile-det-cpu"
+    assert scan.covered["ocr/EN__PP-OCRv5_mobile/recognition"] == "ppocrv5-mobile-rec-en-cpu"
+    assert scan.covered["ocr/PP-OCRv5_server/detection"] == "ppocrv5-server-det-cpu"
+    assert scan.covered["ocr/PP-OCRv5_server/recognition"] == "ppocrv5-server-rec-cpu"
     ids = {r.id for r in scan.recipes}
     assert {"immich-ViT-L-14-336__openai-visual", "immich-ViT-L-14-336__openai-textual",
             "immich-ViT-B-16-SigLIP2__webli-visual", "immich-ViT-B-16-SigLIP2__webli-textual"} <= ids

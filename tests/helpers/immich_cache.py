@@ -131,8 +131,9 @@ def immich_ocr_recogniser(source_onnx: Path, dictionary: Path, target: Path) -> 
     return target
 
 
-def add_ocr(cache: Path, models_dir: Path, names: tuple[str, ...] = ("PP-OCRv5_mobile", "EN__PP-OCRv5_mobile")) -> None:
-    """Detection under the short name, recognition under the full name (Immich's layout)."""
+def add_ocr(cache: Path, models_dir: Path, names: tuple[str, ...] = ("PP-OCRv5_mobile", "EN__PP-OCRv5_mobile", "PP-OCRv5_server")) -> None:
+    """Detection under the short name, recognition under the full name (Immich's layout). The server
+    variant's folders hold the mobile files (its real files are not reachable offline): layout only."""
     det = models_dir / "ppocrv5-mobile-det-cpu" / "PP-OCRv5_det_mobile_infer.onnx"
     rec = models_dir / "ppocrv5-mobile-rec-cpu" / "PP-OCRv5_rec_mobile_infer.onnx"
     dictionary = models_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt"
