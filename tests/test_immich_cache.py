@@ -378,17 +378,26 @@ def test_clip_on_hailo_faces_from_the_cache_on_cpu(hailo_double, tmp_path, cache
     from tests.helpers.hailo import make_hailo_session
 
     book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
-    pins = {"clip-visual": "hailo", "face-detection": "cpu", "face-recognition": "cpu"}
+    from hailo_immich_cli.ocr import read_text
+    from tests.helpers.ocr import render_lines
+
+    pins = {"clip-visual": "hailo", "face-detection": "cpu", "face-recognition": "cpu", "ocr-detection": "cpu", "ocr-recognition": "cpu"}
     with make_hailo_session(["clip-vit-b32-visual-hailo"], None, tmp_path, book=book, immich_cache_folder=cache,
                             model_backends=pins) as session:
         clip = encode_images(session, [photos["astronaut"]], model="ViT-B-32__openai")
         faces = analyze_faces(session, blob_image(600, 800, seed=9), detector="buffalo_l", recognizer="buffalo_l", min_score=0.5)
+        text = read_text(session, render_lines(["Hailo for CLIP", "CPU for text"], (600, 200)),
+                         detector="PP-OCRv5_mobile", recognizer="PP-OCRv5_mobile")
         with pytest.raises(UnknownModelError, match="puts clip-visual on hailo"):
             encode_images(session, [photos["astronaut"]], model="ViT-L-14-336__openai")
     assert clip.provenance.recipe_id == "clip-vit-b32-visual-hailo" and clip.provenance.backend == "hailo"
     assert (faces.detector.recipe_id, faces.detector.backend) == ("buffalo_l-detection-cpu", "cpu")
     assert (faces.recognizer.recipe_id, faces.recognizer.backend) == ("buffalo_l-recognition-cpu", "cpu")
     assert len(faces.faces) == 3
+    assert [line.text for line in text.lines] == ["Hailo for CLIP", "CPU for text"]
+    assert (text.detector.recipe_id, text.detector.backend) == ("ppocrv5-mobile-det-cpu", "cpu")
+    assert (text.recognizer.recipe_id, text.recognizer.backend) == ("immich-PP-OCRv5_mobile-recognition", "cpu")
+    assert inside(text.recognizer.extra["path"], cache)
 
 
 def test_per_task_settings_accept_immich_task_names_and_refuse_typos():
