@@ -54,6 +54,7 @@ class Settings:
     max_batch_ocr: int = 6
     max_image_pixels: int = 100_000_000
     max_request_bytes: int = 64 * 1024 * 1024
+    max_queue: int = 32
     model_backends: Mapping[str, str] = field(default_factory=dict)
     model_names_policy: str = "strict"
     hailo_multi_process_service: bool = False
@@ -120,6 +121,7 @@ ENV: dict[str, Setting] = {
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
+    "max_queue": Setting(("HAILO_IMMICH_MAX_QUEUE",), "predict requests allowed to wait for a slot in `serve` (more: 503)"),
     "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "per-recipe backend, e.g. 'buffalo_l-recognition=cpu'"),
     "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict | ignore: unknown Immich model names"),
     "hailo_multi_process_service": Setting(("HAILO_IMMICH_MULTI_PROCESS_SERVICE",), "share the Hailo through hailort_service"),
