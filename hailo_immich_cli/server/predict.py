@@ -96,8 +96,8 @@ def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: O
     min_rec = rec.options.get("minScore")
     if min_rec is None:
         min_rec = float(session.recipes.get(rec.recipe_id).postprocess.get("min_score", protocol.IMMICH_DEFAULT_OCR_MIN_REC_SCORE))
-    # The pipeline keeps every recognised line; the protocol filters (strict >) so that "nothing
-    # detected" and "all filtered out" keep their distinct official key orders.
+    # The pipeline keeps every recognised line (threshold -1); the protocol filters with strict >,
+    # so "nothing detected" and "all filtered out" keep their distinct official key orders.
     result = ocr.read_text(
         session,
         rgb,
@@ -105,8 +105,12 @@ def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: O
         recognizer=rec.recipe_id,
         min_det_score=det.options.get("minScore"),
         max_resolution=det.options.get("maxResolution"),
-        min_rec_score=0.0,
+        min_rec_score=-1.0,
     )
     outcome.backends[result.detector.recipe_id] = result.detector.backend
     outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
-    return protocol.ocr_json(result.lines, result.width, result.height, min_rec)
+    # Lines in the official service's order when the pipeline can tell it (its sort quirk included);
+    # each line keeps its own box score (the official service misaligns them, see protocol.ocr_json).
+    official_order = getattr(ocr, "immich_response_order", None)
+    lines = [line for line, _ in official_order(result)] if official_order is not None else list(result.lines)
+    return protocol.ocr_json(lines, result.width, result.height, min_rec)
