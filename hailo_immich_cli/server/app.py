@@ -184,6 +184,7 @@ def _predict(state: ServerState) -> bytes:
     models = ""
     timings: dict[str, float] = {}
     status = 500
+    error: BaseException | None = None
     try:
         entries, image, text = _read_request(state)
         plan = protocol.parse_entries(
@@ -214,24 +215,28 @@ def _predict(state: ServerState) -> bytes:
         return _answer(200, outcome.body, JSON_TYPE)
     except Exception as exc:  # every failure becomes a clean answer; the next request is unaffected
         status, body, content_type, reason, headers = _error_answer(exc)
-        level = logging.WARNING if status < 500 or isinstance(exc, (ProtocolError, BusyError)) else logging.ERROR
-        if status == 500 and content_type == TEXT_TYPE:
-            log.error("predict failed: %s", exc, exc_info=exc)
-        else:
-            log.log(level, "predict %d: %s", status, exc)
+        error = exc
         return _answer(status, body, content_type, reason, headers)
     finally:
         elapsed = time.perf_counter() - start
         state.metrics.record(tasks_label, status, elapsed)
-        parts = " ".join(f"{k}={v}ms" for k, v in timings.items())
-        log.info(
-            "POST /predict %d tasks=%s models=%s total=%.1fms %s",
-            status,
-            tasks_label,
-            models or "-",
-            elapsed * 1000,
-            parts,
-        )
+        _log_request(status, tasks_label, models, elapsed, timings, error)
+
+
+_EXPECTED = (ProtocolError, BusyError, _ImageDecodeError, BadInputError)
+
+
+def _log_request(status: int, tasks: str, models: str, elapsed: float, timings: dict[str, float], error: BaseException | None) -> None:
+    """The one line per /predict: status, tasks, models@backend, timings, and why it failed."""
+    parts = " ".join(f"{k}={v}ms" for k, v in timings.items())
+    line = f"POST /predict {status} tasks={tasks} models={models or '-'} total={elapsed * 1000:.1f}ms {parts}".rstrip()
+    if error is None:
+        log.info(line)
+        return
+    reason = error.body.decode("utf-8", "replace") if isinstance(error, ProtocolError) else f"{type(error).__name__}: {error}"
+    unexpected = not isinstance(error, (*_EXPECTED, HailoImmichError))
+    level = logging.WARNING if isinstance(error, _EXPECTED) else logging.ERROR
+    log.log(level, "%s error=%s", line, reason[:500], exc_info=error if unexpected else None)
 
 
 def health_report(state: ServerState) -> dict[str, Any]:
