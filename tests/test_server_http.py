@@ -389,3 +389,68 @@ def test_ping_stays_fast_while_predicts_run(server, text_image, capsys):
         )
     assert statuses and set(statuses) == {200}
     assert latencies[-1] < 1.0  # Immich's probe gives up after 2 s
+
+
+# ---- a tight server: one slot, no queue, model names ignored, warnings only --------------------
+
+
+@pytest.fixture(scope="module")
+def tight_server(cpu_models, tmp_path_factory):
+    srv = start_server(
+        tmp_path_factory.mktemp("tight"),
+        {
+            "HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir),
+            "MACHINE_LEARNING_REQUEST_THREADS": "1",
+            "HAILO_IMMICH_MAX_QUEUE": "0",
+            "HAILO_IMMICH_MODEL_NAMES": "ignore",
+            "IMMICH_LOG_LEVEL": "warning",
+        },
+    )
+    yield srv
+    stop_server(srv)
+
+
+def test_ignore_policy_warns_loudly_at_start(tight_server):
+    assert "MODEL NAMES IGNORED" in tight_server.log()
+    assert tight_server.get("/health").json()["model_names_policy"] == "ignore"
+
+
+@needs_ocr
+def test_ignore_policy_serves_unknown_names_with_the_configured_model(tight_server, text_image):
+    entries = {"ocr": {"detection": {"modelName": "some-other-ocr"}, "recognition": {"modelName": "some-other-ocr", "options": {"minScore": 0.8}}}}
+    r = tight_server.predict(entries, image=text_image)
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["ocr"]["text"]) == ["HAILO IMMICH", "Smart search 2026"]
+
+
+@needs_ocr
+def test_full_queue_answers_503_at_once_and_recovers(tight_server, text_image):
+    big = jpeg(np.asarray(Image.open(io.BytesIO(text_image)).resize((1600, 1200))))
+    results: list[tuple[int, str | None, float]] = []
+
+    def post():
+        start = time.perf_counter()
+        body, content_type = immich_form(OCR, big)
+        r = requests.post(tight_server.url + "/predict", data=body, headers={"content-type": content_type}, timeout=120)
+        results.append((r.status_code, r.headers.get("retry-after"), time.perf_counter() - start))
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    statuses = sorted(s for s, _, _ in results)
+    assert 200 in statuses and 503 in statuses, results
+    busy = [(s, retry, took) for s, retry, took in results if s == 503]
+    assert all(retry == "1" for _, retry, _ in busy)
+    assert tight_server.predict(OCR, image=text_image).status_code == 200
+    log = tight_server.log()
+    assert "POST /predict 503" in log  # failures are warnings: logged at IMMICH_LOG_LEVEL=warning
+    assert "POST /predict 200" not in log  # successes are info: not logged
+    assert "hailo_immich_rejected_busy_total 0" not in tight_server.get("/metrics").text
+
+
+def test_form_fields_are_utf8(server):
+    r = server.predict({"clip": {"visual": {"modelName": "ViT-ü-漢"}}}, text="größe 漢字")
+    assert r.status_code == 500
+    assert "ViT-ü-漢" in r.json()["detail"]

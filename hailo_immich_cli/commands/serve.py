@@ -19,22 +19,22 @@ def register(app: typer.Typer) -> None:
     def serve(
         backend: Optional[str] = BackendOption,
         models_dir: Optional[Path] = ModelsDirOption,
-        host: Optional[str] = typer.Option(None, "--host", help="Bind address [env: IMMICH_HOST; default: [::]]"),
-        port: Optional[int] = typer.Option(None, "--port", "-p", help="Port [env: IMMICH_PORT; default: 3003]"),
+        host: Optional[str] = typer.Option(None, "--host", help="Bind address (env IMMICH_HOST, default [::])"),
+        port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (env IMMICH_PORT, default 3003)"),
         threads: Optional[int] = typer.Option(
-            None, "--threads", help="Predicts run at once [env: MACHINE_LEARNING_REQUEST_THREADS; default: CPU count]"
+            None, "--threads", help="Predicts run at once (env MACHINE_LEARNING_REQUEST_THREADS, default CPU count)"
         ),
         model_names: Optional[str] = typer.Option(
             None,
             "--model-names",
             help="strict: refuse Immich model names no recipe reproduces (Immich then tries its next ML URL); "
-            "ignore: answer every name with the configured model [env: HAILO_IMMICH_MODEL_NAMES; default: strict]",
+            "ignore: answer every name with the configured model (env HAILO_IMMICH_MODEL_NAMES, default strict)",
         ),
-        recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Extra recipes [env: HAILO_IMMICH_RECIPES_DIR]"),
+        recipes_dir: Optional[Path] = typer.Option(None, "--recipes-dir", help="Extra recipes (env HAILO_IMMICH_RECIPES_DIR)"),
         reload: bool = typer.Option(False, "--reload", help="Development: restart the worker when code changes."),
     ) -> None:
         """Serve Immich's /predict API (plus /health and /metrics) with gunicorn."""
-        from hailo_immich_cli.server.gunicorn_app import ServeApplication, bind_address, gunicorn_options
+        from hailo_immich_cli.server.gunicorn_app import ServeApplication, bind_address, gunicorn_log_level, gunicorn_options
 
         settings = load_settings(
             backend,
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
             model_names_policy=model_names,
             recipes_dir=recipes_dir,
         )
+        logging.getLogger("hailo_immich").setLevel(gunicorn_log_level(settings.log_level).upper())
         if settings.model_names_policy == "ignore":
             log.warning(
                 "MODEL NAMES IGNORED (--model-names ignore): every request is answered with the configured model, "

@@ -36,6 +36,15 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+# Immich's IMMICH_LOG_LEVEL words that are not Python's.
+_LEVEL_ALIASES = {"verbose": "debug", "log": "info", "warn": "warning", "fatal": "critical"}
+
+
+def gunicorn_log_level(level: str) -> str:
+    level = level.lower()
+    return _LEVEL_ALIASES.get(level, level)
+
+
 def gunicorn_options(settings: Settings, reload: bool = False) -> dict[str, Any]:
     return {
         "bind": [bind_address(settings.host, settings.port)],
@@ -45,7 +54,7 @@ def gunicorn_options(settings: Settings, reload: bool = False) -> dict[str, Any]
         "timeout": settings.worker_timeout,
         "graceful_timeout": 10,
         "keepalive": settings.keepalive_timeout,
-        "loglevel": settings.log_level.lower(),
+        "loglevel": gunicorn_log_level(settings.log_level),
         "accesslog": None,  # the app writes one line per /predict itself
         "errorlog": "-",
         "preload_app": False,  # models load in the worker, after the fork
