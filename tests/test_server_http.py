@@ -149,9 +149,9 @@ def test_unknown_model_task_type_or_non_object_is_500_json(server, entries):
 
 
 def test_unknown_model_name_is_refused_clearly(server):
-    r = server.predict({"facial-recognition": {"detection": {"modelName": "antelopev2"}, "recognition": {"modelName": "antelopev2"}}}, image=blank())
+    r = server.predict({"facial-recognition": {"detection": {"modelName": "custom_pack"}, "recognition": {"modelName": "custom_pack"}}}, image=blank())
     assert r.status_code == 500 and r.reason == "Model Not Served"
-    assert "antelopev2" in r.json()["detail"]
+    assert "custom_pack" in r.json()["detail"]
 
 
 @needs_ocr
