@@ -35,6 +35,9 @@ from hailo_immich_cli.server.state import BusyError, ServerState
 log = logging.getLogger("hailo_immich.server")
 
 ROOT_BODY = b'{"message":"Immich ML"}'
+# Request bodies up to this size stay in memory (Bottle spools larger ones, and large parts, to a
+# temporary file). Immich's previews are a few hundred KB; this keeps them off the disk.
+IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
 
 
 class _ImageDecodeError(Exception):
@@ -88,6 +91,7 @@ def _form_text(forms: bottle.FormsDict, name: str) -> str | None:
 
 
 def create_app(state: ServerState) -> bottle.Bottle:
+    bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, min(IN_MEMORY_BODY_BYTES, state.settings.max_request_bytes))
     app = bottle.Bottle(catchall=True)
     def not_allowed(allow: str) -> Callable[..., bytes]:
         def handler(*_: Any, **__: Any) -> bytes:
