@@ -192,7 +192,7 @@ def _predict(state: ServerState) -> bytes:
     try:
         entries, image, text = _read_request(state)
         plan = protocol.parse_entries(
-            entries, lambda task, name: session.resolve(task, name).id, state.settings.model_names_policy
+            entries, state.resolve_recipe, state.settings.model_names_policy
         )
         tasks_label = "+".join(plan.tasks) or "none"
         models = ",".join(plan.recipe_ids)
@@ -267,6 +267,10 @@ def health_report(state: ServerState) -> dict[str, Any]:
         rid: {"task": m.recipe.task, "backend": m.provenance.backend, "immich_names": list(m.recipe.immich_names)}
         for rid, m in sorted(session.loaded().items())
     }
+    if state.off_backend:
+        report["off_backend"] = dict(state.off_backend)
+        if report["status"] == "ok":
+            report["status"] = "degraded"
     report["loader"] = state.loader.as_dict()
     report["model_names_policy"] = state.settings.model_names_policy
     report["server"] = {

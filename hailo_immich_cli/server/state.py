@@ -125,6 +125,28 @@ class ServerState:
         self.loader = LoaderStatus()
         self.started = time.time()
         self._thread: threading.Thread | None = None
+        self.off_backend: dict[str, str] = {}  # recipe id -> why it runs off the active backend
+        self._off_lock = threading.Lock()
+
+    def resolve_recipe(self, task: str, name: str | None) -> str:
+        """session.resolve, saying loudly (once per recipe) when a request lands off the active backend.
+
+        An Immich model name only one CPU recipe reproduces (e.g. buffalo_l on a Hailo host) is
+        served on the CPU rather than answered with another model's vectors; that must not be silent.
+        """
+        recipe = self.session.resolve(task, name)
+        wanted = self.session.backend_for_task(task)
+        if recipe.backend != wanted and recipe.id not in self.off_backend:
+            reason = (
+                f"NOT ON THE {wanted.upper()} BACKEND: Immich model '{name}' for {task} is served by {recipe.id} "
+                f"on the {recipe.backend} backend, because no {wanted} recipe reproduces it"
+            )
+            with self._off_lock:
+                first = recipe.id not in self.off_backend
+                self.off_backend[recipe.id] = reason
+            if first:
+                log.warning("%s", reason)
+        return recipe.id
 
     def start_loading(self) -> threading.Thread:
         """Load models in the background; failures are recorded (and shown by /health), not fatal."""
