@@ -62,7 +62,7 @@ def test_backend_failure_is_503_and_the_next_request_works(flaky_server):
     assert flaky_server.predict(FLAKY, image=dark).content == ok.content
     assert flaky_server.predict(REAL, image=bright).status_code == 200
     metrics = flaky_server.get("/metrics").text
-    errors = [l for l in metrics.splitlines() if l.startswith('hailo_immich_model_errors_total{model="flaky-det"')]
+    errors = [line for line in metrics.splitlines() if line.startswith('hailo_immich_model_errors_total{model="flaky-det"')]
     assert errors and float(errors[0].split()[-1]) == 1
     assert 'hailo_immich_requests_total{task="ocr",status="503"} 1' in metrics
     assert "flaky-det failed" in flaky_server.log()

@@ -16,11 +16,16 @@ import zlib
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image, ImageDraw, ImageFont
 
-import requests
-
-from tests.helpers.immich_server import immich_form, jpeg, png, start_server, stop_server
+from tests.helpers.immich_server import (
+    immich_form,
+    jpeg,
+    png,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 

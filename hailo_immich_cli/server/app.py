@@ -93,6 +93,7 @@ def _form_text(forms: bottle.FormsDict, name: str) -> str | None:
 def create_app(state: ServerState) -> bottle.Bottle:
     bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, min(IN_MEMORY_BODY_BYTES, state.settings.max_request_bytes))
     app = bottle.Bottle(catchall=True)
+
     def not_allowed(allow: str) -> Callable[..., bytes]:
         def handler(*_: Any, **__: Any) -> bytes:
             return _detail(405, "Method Not Allowed", headers={"allow": allow})
@@ -191,9 +192,7 @@ def _predict(state: ServerState) -> bytes:
     error: BaseException | None = None
     try:
         entries, image, text = _read_request(state)
-        plan = protocol.parse_entries(
-            entries, state.resolve_recipe, state.settings.model_names_policy
-        )
+        plan = protocol.parse_entries(entries, state.resolve_recipe, state.settings.model_names_policy)
         tasks_label = "+".join(plan.tasks) or "none"
         models = ",".join(plan.recipe_ids)
         protocol.check_inputs(plan, image is not None, text is not None)
