@@ -79,6 +79,13 @@ def test_preload_plan_takes_defaults_with_files_and_immich_preload_names(cpu_mod
     assert "clip/nope" in errors
 
 
+def test_preload_plan_reads_immich_deprecated_one_level_names(cpu_models, recipe_book):
+    with SessionManager(cpu_models, recipe_book) as session:
+        planned, errors = preload_plan(session, {"MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION": "buffalo_l"})
+    assert "buffalo_l-detection-cpu" in planned and "buffalo_l-recognition-cpu" in planned
+    assert errors == {}
+
+
 def test_request_landing_off_the_configured_backend_is_reported(cpu_models):
     # Face recognition configured for the NPU, but only a CPU recipe reproduces Immich's buffalo_l.
     settings = Settings.load(env={}, backend="cpu", models_dir=cpu_models.models_dir, model_backends={"face-recognition": "hailo"})

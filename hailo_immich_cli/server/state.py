@@ -88,6 +88,12 @@ def _files_present(session: SessionManager, recipe_id: str) -> bool:
     return all(s.state == "present" for s in session.files.states(recipe, verify_hash=False))
 
 
+_DEPRECATED_PRELOAD = {
+    "MACHINE_LEARNING_PRELOAD__CLIP": ("textual", "visual"),
+    "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION": ("detection", "recognition"),
+}
+
+
 def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """Default recipe of each task whose files are present, plus MACHINE_LEARNING_PRELOAD__* names."""
     planned: list[str] = []
@@ -99,7 +105,15 @@ def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[
             continue
         if _files_present(session, recipe.id) and recipe.id not in planned:
             planned.append(recipe.id)
-    for (task, type_), names in sorted(preload_from_env(env).items()):
+    wanted = preload_from_env(env)
+    for key, types in _DEPRECATED_PRELOAD.items():  # Immich's older one-level names still preload both steps
+        value = next((v for k, v in env.items() if k.upper() == key and v.strip()), None)
+        if value:
+            log.warning("%s is deprecated in Immich; use %s__<TYPE>", key, key)
+            for type_ in types:
+                task = key.rsplit("__", 1)[1].lower().replace("_", "-")
+                wanted.setdefault((task, type_), [v.strip() for v in value.split(",") if v.strip()])
+    for (task, type_), names in sorted(wanted.items()):
         recipe_task = IMMICH_TASKS.get((task, type_))
         if recipe_task is None:
             errors[f"{task}/{type_}"] = "MACHINE_LEARNING_PRELOAD__ names an unknown task/type"
