@@ -59,6 +59,7 @@ def server(cpu_models, tmp_path_factory):
     )
     yield srv
     stop_server(srv)
+    assert "models released" in srv.log()  # SIGTERM: the worker closed the session (device released)
 
 
 @pytest.fixture(scope="module")

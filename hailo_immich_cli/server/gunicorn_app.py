@@ -70,6 +70,7 @@ class ServeApplication(BaseApplication):
         self.options = dict(options)
         self.env = env
         self.spare_threads = settings.max_queue + PING_RESERVE_THREADS
+        self.state = None  # the worker's ServerState, once loaded
         super().__init__()
 
     def load_config(self) -> None:
@@ -77,12 +78,19 @@ class ServeApplication(BaseApplication):
         for key, value in self.options.items():
             if key in known and value is not None:
                 self.cfg.set(key, value)
+        self.cfg.set("worker_exit", self._worker_exit)
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        """Release the device and models when the worker stops (SIGTERM, reload)."""
+        if self.state is not None:
+            self.state.session.close()
+            log.info("models released")
 
     def load(self):
         """Runs in the worker process: open the session, start loading models, return the WSGI app."""
         from hailo_immich_cli.server.app import create_app
         from hailo_immich_cli.server.state import ServerState
 
-        state = ServerState(self.settings, env=self.env)
-        state.start_loading()
-        return create_app(state)
+        self.state = ServerState(self.settings, env=self.env)
+        self.state.start_loading()
+        return create_app(self.state)
