@@ -111,6 +111,12 @@ def test_unknown_model_strict_is_500_with_clear_message():
     assert "'nope'" in detail and "clip/visual" in detail and "--model-names ignore" in detail
 
 
+def test_empty_model_name_is_unknown_not_default():
+    err = error_of('{"clip":{"visual":{"modelName":""}}}')
+    assert err.status == 500 and err.reason == "Model Not Served"
+    assert parse_entries('{"clip":{"visual":{"modelName":" "}}}', resolve, policy="ignore").entries[0].recipe_id == "clip-default"
+
+
 def test_unknown_model_ignore_uses_the_default():
     plan = parse_entries('{"clip":{"visual":{"modelName":"nope"}}}', resolve, policy="ignore")
     assert plan.entries[0].recipe_id == "clip-default"

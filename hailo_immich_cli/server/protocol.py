@@ -159,6 +159,8 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
 
 def _resolve(resolve: Resolver, recipe_task: str, task: str, type_: str, name: str, policy: str) -> str:
     try:
+        if not name.strip():  # "" would mean "the default" to the session; Immich never means that
+            raise UnknownModelError("an empty model name")
         return resolve(recipe_task, name)
     except UnknownModelError as exc:
         if policy != "ignore":
