@@ -82,6 +82,8 @@ def test_faces_shape_types_order_and_boxes(faces_server):
     body = r.json()
     assert list(body) == ["facial-recognition", "imageHeight", "imageWidth"]
     assert (body["imageHeight"], body["imageWidth"]) == (600, 800)
+    loaded_at_start = faces_server.get("/health").json()["loader"]["loaded"]
+    assert {"buffalo_l-detection-cpu", "buffalo_l-recognition-cpu"} <= set(loaded_at_start)  # fetched packs preload
     faces = body["facial-recognition"]
     assert len(faces) == 4  # 5 planted, one suppressed by NMS
     scale = 480 / 600  # 800x600 is letterboxed onto the 640x640 canvas at 0.8

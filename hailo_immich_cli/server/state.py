@@ -95,16 +95,22 @@ _DEPRECATED_PRELOAD = {
 
 
 def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """Default recipe of each task whose files are present, plus MACHINE_LEARNING_PRELOAD__* names."""
+    """Per task, the default recipe and any prefer_when_present recipe whose files are present, plus
+    the recipes MACHINE_LEARNING_PRELOAD__* names."""
     planned: list[str] = []
     errors: dict[str, str] = {}
     for task in TASKS:
+        candidates = []
         try:
-            recipe = session.resolve(task)
+            candidates.append(session.resolve(task))
+            backend = session.backend_for_task(task)
         except HailoImmichError:
             continue
-        if _files_present(session, recipe.id) and recipe.id not in planned:
-            planned.append(recipe.id)
+        # Recipes marked prefer_when_present (e.g. Immich's own buffalo_l pack) serve once fetched.
+        candidates += [r for r in session.recipes.for_task(task, backend) if r.raw.get("prefer_when_present")]
+        for recipe in candidates:
+            if recipe.id not in planned and _files_present(session, recipe.id):
+                planned.append(recipe.id)
     wanted = preload_from_env(env)
     for key, types in _DEPRECATED_PRELOAD.items():  # Immich's older one-level names still preload both steps
         value = next((v for k, v in env.items() if k.upper() == key and v.strip()), None)
