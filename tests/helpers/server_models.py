@@ -58,3 +58,24 @@ def derived_recipe(shipped_id: str, new_id: str, immich_names: list[str], model_
         text = re.sub(r'(?m)^name = ".*\.onnx"$', f'name = "{model_file}"', text, count=1)
         text = re.sub(r'(?m)^(sha256|size|immich_path) = .*$', "", text)
     return text
+
+
+def make_slow_loading_onnx(path: Path, nodes: int = 40000) -> Path:
+    """A tiny file (x: N,3,H,W -> same) whose graph of `nodes` chained Adds takes ONNX Runtime seconds to load."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph_nodes = [helper.make_node("Add", ["x" if i == 0 else f"t{i - 1}", "one"], [f"t{i}"]) for i in range(nodes)]
+    graph_nodes.append(helper.make_node("Identity", [f"t{nodes - 1}"], ["y"]))
+    graph = helper.make_graph(
+        graph_nodes,
+        "slow_loading",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        initializer=[numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
