@@ -214,6 +214,8 @@ def _predict(state: ServerState) -> bytes:
         timings.update(outcome.timings_ms)
         if outcome.backends:
             models = ",".join(f"{rid}@{backend}" for rid, backend in outcome.backends.items())
+        if outcome.notes:
+            models += " " + " ".join(outcome.notes)
         status = 200
         return _answer(200, outcome.body, JSON_TYPE)
     except Exception as exc:  # every failure becomes a clean answer; the next request is unaffected

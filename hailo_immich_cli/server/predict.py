@@ -22,6 +22,7 @@ class Outcome:
     body: bytes
     timings_ms: dict[str, float] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)  # recipe id -> backend that ran it
+    notes: list[str] = field(default_factory=list)  # anything the request log line must mention
 
 
 def _ms(start: float) -> float:
@@ -82,6 +83,8 @@ def _faces(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome:
         embed=True,
     )
     outcome.backends[result.detector.recipe_id] = result.detector.backend
+    if result.truncated:  # the recipe's max_faces bound; the official service has none
+        outcome.notes.append(f"faces_dropped={result.truncated}")
     if result.recognizer is not None:
         outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
     return protocol.faces_json(result.faces)
