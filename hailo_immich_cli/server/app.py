@@ -7,6 +7,7 @@ writes one log line: tasks, models and backends, status, timings.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Callable
@@ -110,7 +111,8 @@ def create_app(state: ServerState) -> bottle.Bottle:
 
     @app.get("/health")
     def health() -> bytes:
-        return _answer(200, dumps(health_report(state)), JSON_TYPE)
+        # default=str: backend info may carry values JSON has no type for (paths, enums); never a 500 here
+        return _answer(200, json.dumps(health_report(state), default=str, separators=(",", ":")).encode(), JSON_TYPE)
 
     @app.get("/metrics")
     def metrics() -> bytes:
