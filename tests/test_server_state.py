@@ -95,3 +95,14 @@ def test_request_landing_off_the_configured_backend_is_reported(cpu_models):
     assert "NOT ON THE HAILO BACKEND" in state.off_backend[recipe_id]
     assert state.resolve_recipe("ocr-detection", "PP-OCRv5_mobile") not in state.off_backend
     state.session.close()
+
+
+def test_an_unusable_backend_is_a_loader_error(cpu_models):
+    # backend=hailo on a machine without hailo_platform: every task fails, loudly, and the loader says so
+    settings = Settings.load(env={}, backend="hailo", models_dir=cpu_models.models_dir)
+    state = ServerState(settings, env={})
+    state.start_loading()
+    state.wait_loaded(60)
+    assert state.loader.state == "partial" and state.loader.loaded == []
+    assert all("backend 'hailo' was requested but cannot run" in message for message in state.loader.errors.values())
+    state.session.close()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from hailo_immich_cli.errors import HailoImmichError
+from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
 from hailo_immich_cli.recipes import IMMICH_TASKS, TASKS
 from hailo_immich_cli.server.metrics import Metrics
 from hailo_immich_cli.session import SessionManager
@@ -104,6 +104,9 @@ def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[
         try:
             candidates.append(session.resolve(task))
             backend = session.backend_for_task(task)
+        except BackendUnavailableError as exc:
+            errors[task] = str(exc)
+            continue
         except HailoImmichError:
             continue
         # Recipes marked prefer_when_present (e.g. Immich's own buffalo_l pack) serve once fetched.
@@ -195,8 +198,8 @@ class ServerState:
                 log.exception("could not preload %s", recipe_id)
         self.loader.seconds = time.perf_counter() - start
         self.loader.state = "ready" if not self.loader.errors else "partial"
-        for message in errors.values():
-            log.warning("preload: %s", message)
+        for message in sorted(set(errors.values())):
+            log.error("preload: %s", message)
         log.info(
             "models ready in %.1f s: %s%s",
             self.loader.seconds,
