@@ -460,3 +460,17 @@ def test_form_fields_are_utf8(server):
     r = server.predict({"clip": {"visual": {"modelName": "ViT-ü-漢"}}}, text="größe 漢字")
     assert r.status_code == 500
     assert "ViT-ü-漢" in r.json()["detail"]
+
+
+@needs_ocr
+def test_one_log_line_per_predict(server, text_image):
+    import re
+
+    marker = "mark-" + str(random.random())
+    server.predict({"clip": {"visual": {"modelName": marker}}}, text="x")  # a failure naming the marker
+    assert server.predict(OCR, image=text_image).status_code == 200
+    lines = server.log().splitlines()
+    failed = [line for line in lines if marker in line]
+    assert len(failed) == 1 and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING hailo_immich.server: POST /predict 500 ", failed[0])
+    ok = [line for line in lines[lines.index(failed[0]) :] if "POST /predict 200 tasks=ocr" in line]
+    assert ok and re.search(r"models=ppocrv5-mobile-det-cpu@cpu,ppocrv5-mobile-rec-cpu@cpu total=[\d.]+ms queue=[\d.]+ms decode=[\d.]+ms ocr=[\d.]+ms", ok[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,18 @@ import typer
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
 
 log = logging.getLogger("hailo_immich.server")
+
+
+def _plain_log_lines(level: str) -> None:
+    """One physical line per event, timestamped: server logs are grepped and parsed, never wrapped."""
+    root = logging.getLogger("hailo_immich")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +58,7 @@ def register(app: typer.Typer) -> None:
             model_names_policy=model_names,
             recipes_dir=recipes_dir,
         )
-        logging.getLogger("hailo_immich").setLevel(gunicorn_log_level(settings.log_level).upper())
+        _plain_log_lines(gunicorn_log_level(settings.log_level).upper())
         if settings.model_names_policy == "ignore":
             log.warning(
                 "MODEL NAMES IGNORED (--model-names ignore): every request is answered with the configured model, "
