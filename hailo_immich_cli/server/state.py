@@ -159,6 +159,9 @@ class ServerState:
         """
         recipe = self.session.resolve(task, name)
         wanted = self.session.backend_for_task(task)
+        if recipe.backend != wanted and self.settings.model_names_policy == "ignore":
+            # 'ignore' means: serve what is configured for this backend, whatever the name asks for.
+            recipe = self.session.resolve(task, None)
         if recipe.backend != wanted and recipe.id not in self.off_backend:
             reason = (
                 f"NOT ON THE {wanted.upper()} BACKEND: Immich model '{name}' for {task} is served by {recipe.id} "
