@@ -60,3 +60,15 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path) -> Non
     np.testing.assert_allclose(found.landmarks, face.landmarks, atol=1.0)
     assert found.embedding is not None and found.embedding.shape == (512,)
     assert result.detector.backend == "hailo" and result.recognizer.backend == "hailo"
+
+
+@pytest.mark.parametrize("backend", ["hailo", "auto"])
+def test_backend_choice_after_a_hailo_model_is_loaded_emulated(hailo_double, tmp_path: Path, backend: str) -> None:
+    """A Hailo recipe loaded by id opens the device before anything asked which backend is active;
+    deciding afterwards must not probe with a second VDevice (HailoRT refuses it: "device in use"),
+    which made backend=hailo fail and backend=auto fall back to the CPU for Immich model names."""
+    book = RecipeBook.load()
+    with make_hailo_session(["clip-vit-b32-visual-hailo"], None, tmp_path, book=book, backend=backend) as session:
+        session.model("clip-vit-b32-visual-hailo")
+        assert session.active_backend == "hailo" and session.fallback_reason is None
+        assert session.resolve("clip-visual", "ViT-B-32__openai").id == "clip-vit-b32-visual-hailo"
