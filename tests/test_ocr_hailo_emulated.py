@@ -148,3 +148,19 @@ def test_blank_page_reads_nothing_emulated(emulated):
     result = ocr.read_text(session, np.full((900, 1200, 3), 255, np.uint8))
     assert result.lines == [] and rec_twin.codes == []
     assert result.detector.backend == "hailo"
+
+
+def test_dictionary_not_matching_the_hef_is_a_typed_error_emulated(hailo_double, tmp_path, dictionary):
+    """A dictionary (or space setting) that gives fewer classes than the HEF outputs is reported as a
+    model mismatch naming both counts, not a reshape traceback."""
+    from hailo_immich_cli.errors import ModelMismatchError
+
+    det, rec = _recipes()
+    no_space = dataclasses.replace(rec, postprocess={**rec.postprocess, "append_space": False})
+    det_twin = DetectionTwin(_layer_name(det, det.inputs[0], "input", 0), _layer_name(det, det.outputs[0], "output", 0))
+    steps, classes = rec.outputs[0].shape[-2:]
+    rec_twin = RecognitionTwin(_layer_name(rec, rec.inputs[0], "input", 0), _layer_name(rec, rec.outputs[0], "output", 0),
+                               STRINGS, dictionary, steps, classes)
+    with make_hailo_session([det, no_space], {DET: det_twin, REC: rec_twin}, tmp_path, book=BOOK) as session, \
+            pytest.raises(ModelMismatchError, match=f"{classes} classes"):
+        ocr.read_text(session, page(*IMAGES["small, no scaling"][:2], IMAGES["small, no scaling"][2]))
