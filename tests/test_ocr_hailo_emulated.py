@@ -164,3 +164,19 @@ def test_dictionary_not_matching_the_hef_is_a_typed_error_emulated(hailo_double,
     with make_hailo_session([det, no_space], {DET: det_twin, REC: rec_twin}, tmp_path, book=BOOK) as session, \
             pytest.raises(ModelMismatchError, match=f"{classes} classes"):
         ocr.read_text(session, page(*IMAGES["small, no scaling"][:2], IMAGES["small, no scaling"][2]))
+
+
+def test_long_line_is_read_in_pieces_and_joined_emulated(emulated):
+    """A line too long for 40 CTC steps at 48x320 is cut into pieces, each read on the device, and
+    joined in order (no word gap in a solid bar: no space); its box is still the painted one."""
+    session, _, rec_twin = emulated
+    det = BOOK.get(DET)
+    bar = TextBox(200, 1500, 2400, 60, 4)
+    rgb = page(3024, 4032, [PROBE, bar])
+    result = ocr.read_text(session, rgb)
+    pieces = rec_twin.codes.count(bar.code) - 1  # minus the probe's crop
+    assert pieces >= 3, rec_twin.codes
+    line = next(line for line in result.lines if float(line.box[:, 1].min()) > 1000)
+    assert line.text == STRINGS[bar.code] * pieces
+    assert line.text_score == pytest.approx(CHAR_P, abs=0.01)
+    np.testing.assert_allclose(line.box, bar.expected_quad(det.postprocess["unclip_ratio"]), atol=8)
