@@ -97,3 +97,10 @@ def test_backend_choice_after_a_hailo_model_is_loaded_emulated(hailo_double, tmp
         session.model("clip-vit-b32-visual-hailo")
         assert session.active_backend == "hailo" and session.fallback_reason is None
         assert session.resolve("clip-visual", "ViT-B-32__openai").id == "clip-vit-b32-visual-hailo"
+
+
+def test_every_hailo_task_has_an_end_to_end_emulated_test() -> None:
+    """Faces here; CLIP in test_clip_hailo_emulated.py; OCR in test_ocr_hailo_emulated.py (each also
+    asserts it covers every shipped Hailo recipe of its tasks)."""
+    covered = {"face-detection", "face-recognition", "clip-visual", "clip-textual", "ocr-detection", "ocr-recognition"}
+    assert {r.task for r in RecipeBook.load() if r.backend == "hailo"} <= covered

@@ -180,3 +180,8 @@ def test_long_line_is_read_in_pieces_and_joined_emulated(emulated):
     assert line.text == STRINGS[bar.code] * pieces
     assert line.text_score == pytest.approx(CHAR_P, abs=0.01)
     np.testing.assert_allclose(line.box, bar.expected_quad(det.postprocess["unclip_ratio"]), atol=8)
+
+
+def test_every_hailo_ocr_recipe_is_covered():
+    shipped = {r.id for r in BOOK if r.backend == "hailo" and r.task in ("ocr-detection", "ocr-recognition")}
+    assert shipped == {DET, REC}
