@@ -124,7 +124,15 @@ def test_images_end_to_end_emulated(hailo_double, tmp_path, images, recipe_id, o
 
 
 def test_default_hailo_clip_is_vit_b32_emulated(hailo_double, tmp_path, images):
-    """With no model named, backend hailo serves Immich's default CLIP from its Hailo recipe."""
+    """With no model named, backend hailo serves Immich's default CLIP from its Hailo recipe, in the
+    pipeline and in `hailo-immich embed FILE --jsonl --backend hailo` (in-process, own session)."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hailo_immich_cli.cli import app
+
     recipe = BOOK.get("clip-vit-b32-visual-hailo")
     layer_in, layer_out = _names(recipe)
     net = ImageNet.for_recipe(recipe.id, 512)
@@ -132,6 +140,13 @@ def test_default_hailo_clip_is_vit_b32_emulated(hailo_double, tmp_path, images):
         out = clip.encode_images(session, images[:2])
     assert out.vectors.shape == (2, 512)
     _check_provenance(out.provenance, recipe.id)
+    path = tmp_path / "photo.png"
+    Image.fromarray(images[1]).save(path)
+    run = CliRunner().invoke(app, ["embed", str(path), "--jsonl", "--backend", "hailo", "--models-dir", str(tmp_path / "models")])
+    assert run.exit_code == 0, run.output
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    assert record["backend"] == "hailo" and record["dim"] == 512
+    np.testing.assert_allclose(record["embedding"], out.vectors[1], atol=1e-6)
 
 
 # ---- text -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ per-step class distributions after the HEF's uint8 output quantisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -185,3 +186,22 @@ def test_long_line_is_read_in_pieces_and_joined_emulated(emulated):
 def test_every_hailo_ocr_recipe_is_covered():
     shipped = {r.id for r in BOOK if r.backend == "hailo" and r.task in ("ocr-detection", "ocr-recognition")}
     assert shipped == {DET, REC}
+
+
+def test_ocr_command_on_emulated_hailo(emulated, tmp_path):
+    """`hailo-immich ocr FILE --json --backend hailo` in-process on the emulated device: the user's
+    path (own session, recipes from disk, models dir) reaches the same HEFs and twins."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hailo_immich_cli.cli import app
+
+    width, height, boxes = IMAGES["landscape 4:3"]
+    path = tmp_path / "page.png"
+    Image.fromarray(page(width, height, [PROBE, *boxes])).save(path)
+    result = CliRunner().invoke(app, ["ocr", str(path), "--json", "--backend", "hailo", "--models-dir", str(tmp_path / "models")])
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert record["detector"]["backend"] == record["recognizer"]["backend"] == "hailo"
+    assert record["detector"]["recipe"] == DET and record["recognizer"]["recipe"] == REC
+    assert sorted(line["text"] for line in record["lines"]) == sorted(STRINGS[b.code] for b in [PROBE, *boxes])
