@@ -85,6 +85,22 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id
     assert result.detector.recipe_id == det.id and result.recognizer.recipe_id == rec.id
     for provenance in (result.detector, result.recognizer):
         assert provenance.backend == "hailo" and "emulated" in provenance.device
+    if det.default and rec.default:  # the user's path: `hailo-immich detect FILE --json --backend hailo`, in-process
+        import json
+
+        from PIL import Image
+        from typer.testing import CliRunner
+
+        from hailo_immich_cli.cli import app
+
+        Image.fromarray(rgb).save(tmp_path / "photo.png")
+        run = CliRunner().invoke(app, ["detect", str(tmp_path / "photo.png"), "--json", "--backend", "hailo", "--min-score", "0.5",
+                                       "--models-dir", str(tmp_path / "models")])
+        assert run.exit_code == 0, run.output
+        (record,) = json.loads(run.stdout)
+        assert record["detector"] == {"recipe": det.id, "backend": "hailo", "model": result.detector.model_id}
+        assert record["recognizer"]["recipe"] == rec.id and len(record["faces"]) == 1
+        np.testing.assert_allclose(record["faces"][0]["box"], found.box, atol=0.01)
 
 
 @pytest.mark.parametrize("backend", ["hailo", "auto"])
