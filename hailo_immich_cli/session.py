@@ -108,9 +108,9 @@ class SessionManager:
         if wanted == "cpu":
             self._notice("backend: cpu (ONNX Runtime), as configured")
             return "cpu"
-        if "hailo" in self._backends:  # opened already for a task pinned to it: probing again would find it busy (by us)
-            info = self._backends["hailo"].info()
-            self._notice(f"backend: hailo ({info.get('device', 'device open')})")
+        opened = self._backends.get("hailo")
+        if opened is not None:  # this process already holds the device: probing would open a second VDevice, which HailoRT refuses
+            self._notice(f"backend: hailo ({opened.info().get('device', 'open')})")
             return "hailo"
         ok, detail = probe_hailo()
         if ok:
@@ -160,9 +160,11 @@ class SessionManager:
         must be one the recipe declares it reproduces. A recipe configured for the task
         (HAILO_IMMICH_TASK_RECIPES) is used when no name is given or when it reproduces the name;
         for the detection tasks (boxes, not vectors Immich compares) it is used for any name.
-        A backend configured for the task (HAILO_IMMICH_MODEL_BACKENDS) is honoured or the call
-        fails: an Immich name no recipe of that backend reproduces is an error for the embedding
-        tasks, and the backend's default detector for the detection tasks. Never a silent switch.
+        For a detection task pinned to a backend (HAILO_IMMICH_MODEL_BACKENDS) with no recipe
+        there reproducing the name, that backend's default detector serves it. An embedding task
+        keeps the recipe that reproduces the name, even on another backend (other vectors would
+        not match the user's library); its provenance names that backend, and `serve` reports it
+        in /health as off-backend.
         """
         configured = self.settings.task_recipes.get(task)
         if configured:
@@ -188,14 +190,8 @@ class SessionManager:
             backend = self.backend_for_task(task)
             matches = self.recipes.by_immich_name(task, name, backend)
             pinned = self.settings.model_backends.get(task)
-            if pinned and not any(r.backend == pinned for r in matches):
-                if task in DETECTION_TASKS:
-                    return self.recipes.default(task, pinned)
-                others = ", ".join(f"{r.id} ({r.backend})" for r in matches) or "none"
-                raise UnknownModelError(
-                    f"HAILO_IMMICH_MODEL_BACKENDS puts {task} on {pinned}, but no {pinned} recipe reproduces the Immich "
-                    f"model '{name}' (other recipes that do: {others})"
-                )
+            if pinned and task in DETECTION_TASKS and not any(r.backend == pinned for r in matches):
+                return self.recipes.default(task, pinned)
             if matches:
                 return matches[0]
             raise UnknownModelError(f"no recipe for {task} reproduces the Immich model '{name}'")

@@ -50,12 +50,17 @@ def metadata_characters(path: Path) -> list[str]:
 def reference(cache, cpu_models):  # noqa: F811
     pytest.importorskip("rapidocr", reason="RapidOCR 3.6.0 is the parity reference (see tests/helpers/immich_ocr_reference.py)")
     pytest.importorskip("shapely")
+    return immich_reference(cache, Path(cpu_models.models_dir))
+
+
+def immich_reference(cache: Path, models_dir: Path):  # noqa: F811
+    """Immich's OCR pipeline on the cache's files, the dictionary taken from the model's metadata as Immich does."""
     from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
 
     from tests.helpers.immich_ocr_reference import ImmichOcrReference
 
     rec_path = cache / "ocr" / "PP-OCRv5_mobile" / "recognition" / "model.onnx"
-    dict_file = Path(cpu_models.models_dir) / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt"
+    dict_file = models_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt"  # replaced below
     ref = ImmichOcrReference(str(cache / "ocr" / "PP-OCRv5_mobile" / "detection" / "model.onnx"), str(rec_path), str(dict_file))
     ref.rec.postprocess_op = CTCLabelDecode(character=metadata_characters(rec_path))  # as Immich builds it
     return ref
