@@ -1,0 +1,144 @@
+"""Who runs the tasks for the indexer: the local session (NPU or CPU) or remote /predict services.
+
+An engine says up front which model will answer each task (the key results are stored under, so a
+model change re-processes only that task) and how many pixels its models need (for reduced-size
+decoding), then turns decoded images into TaskOutputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
+from hailo_immich_cli.errors import BadInputError
+
+RECIPE_TASKS = {
+    "faces": ("face-detection", "face-recognition"),
+    "clip": ("clip-visual",),
+    "ocr": ("ocr-detection", "ocr-recognition"),
+}
+
+
+@dataclass
+class Item:
+    """One decoded image waiting for the engine."""
+
+    rgb: np.ndarray
+    scale: float  # file pixels per decoded pixel
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class ItemResult:
+    outputs: list[TaskOutput]
+    error: str | None = None
+
+
+class Engine(Protocol):
+    tasks: tuple[str, ...]
+
+    def model_keys(self) -> dict[str, str]: ...
+
+    def models(self) -> list[ModelInfo]: ...
+
+    def min_side(self) -> int: ...
+
+    def run(self, items: Sequence[Item]) -> list[ItemResult]: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+
+def faces_key(detector: str, recognizer: str | None) -> str:
+    return f"{detector}+{recognizer}" if recognizer else detector
+
+
+def recipe_min_side(recipe: Any) -> int:
+    """Pixels (shorter side) worth decoding for this recipe: its largest input/resize bound."""
+    pre = recipe.preprocess
+    sizes = [int(pre[k]) for k in ("max_side", "max_resolution", "size", "height", "width", "min_side") if isinstance(pre.get(k), (int, float))]
+    for spec in recipe.inputs:
+        if spec.shape:
+            sizes.extend(int(d) for d in spec.shape if isinstance(d, int) and d > 3)
+    return max(sizes) if sizes else 0
+
+
+class LocalEngine:
+    """Tasks through this process's SessionManager and the task pipelines."""
+
+    concurrency = 1
+
+    def __init__(self, session: Any, tasks: Sequence[str], names: dict[str, str | None] | None = None, clip_batch: int = 8):
+        self.session = session
+        self.tasks = tuple(tasks)
+        names = names or {}
+        self.clip_batch = clip_batch
+        self.recipes: dict[str, Any] = {}
+        if "faces" in self.tasks:
+            self.recipes["face-detection"] = session.resolve("face-detection", names.get("faces"))
+            self.recipes["face-recognition"] = session.resolve("face-recognition", names.get("faces-recognition") or names.get("faces"))
+        if "clip" in self.tasks:
+            self.recipes["clip-visual"] = session.resolve("clip-visual", names.get("clip"))
+        if "ocr" in self.tasks:
+            self.recipes["ocr-detection"] = session.resolve("ocr-detection", names.get("ocr"))
+            self.recipes["ocr-recognition"] = session.resolve("ocr-recognition", names.get("ocr-recognition") or names.get("ocr"))
+        # Loading now fixes each model's identity (recipe + file hash) before any file is judged.
+        self.provenance = {task: session.model(r.id).provenance for task, r in self.recipes.items()}
+
+    def model_keys(self) -> dict[str, str]:
+        p = self.provenance
+        keys = {}
+        if "faces" in self.tasks:
+            keys["faces"] = faces_key(p["face-detection"].model_id, p["face-recognition"].model_id)
+        if "clip" in self.tasks:
+            keys["clip"] = p["clip-visual"].model_id
+        if "ocr" in self.tasks:
+            keys["ocr"] = faces_key(p["ocr-detection"].model_id, p["ocr-recognition"].model_id)
+        return keys
+
+    def models(self) -> list[ModelInfo]:
+        out = []
+        for task, recipe in self.recipes.items():
+            prov = self.provenance[task]
+            out.append(ModelInfo(prov.model_id, task, recipe.id, prov.backend, prov.device, prov.runtime,
+                                 tuple(recipe.immich_names), recipe.embedding_dim))
+        return out
+
+    def min_side(self) -> int:
+        return max((recipe_min_side(r) for r in self.recipes.values()), default=0)
+
+    def run(self, items: Sequence[Item]) -> list[ItemResult]:
+        from hailo_immich_cli import clip, faces, ocr
+
+        keys = self.model_keys()
+        results = [ItemResult([]) for _ in items]
+        clip_idx = [i for i, it in enumerate(items) if "clip" in it.tasks]
+        for start in range(0, len(clip_idx), self.clip_batch):
+            chunk = clip_idx[start:start + self.clip_batch]
+            try:
+                emb = clip.encode_images(self.session, [items[i].rgb for i in chunk], model=self.recipes["clip-visual"].id)
+                for row, i in enumerate(chunk):
+                    results[i].outputs.append(TaskOutput("clip", keys["clip"], emb.provenance.backend, emb.vectors[row], items[i].scale))
+            except BadInputError:
+                for i in chunk:  # find the bad one(s); the others still get their vector
+                    try:
+                        emb = clip.encode_images(self.session, [items[i].rgb], model=self.recipes["clip-visual"].id)
+                        results[i].outputs.append(TaskOutput("clip", keys["clip"], emb.provenance.backend, emb.vectors[0], items[i].scale))
+                    except BadInputError as exc:
+                        results[i].error = f"clip: {exc}"
+        for i, it in enumerate(items):
+            try:
+                if "faces" in it.tasks:
+                    fr = faces.analyze_faces(self.session, it.rgb, detector=self.recipes["face-detection"].id,
+                                             recognizer=self.recipes["face-recognition"].id)
+                    results[i].outputs.append(TaskOutput("faces", keys["faces"], fr.detector.backend, fr, it.scale))
+                if "ocr" in it.tasks:
+                    orr = ocr.read_text(self.session, it.rgb, detector=self.recipes["ocr-detection"].id,
+                                        recognizer=self.recipes["ocr-recognition"].id)
+                    results[i].outputs.append(TaskOutput("ocr", keys["ocr"], orr.detector.backend, orr, it.scale))
+            except BadInputError as exc:
+                results[i].error = str(exc)
+        return results
