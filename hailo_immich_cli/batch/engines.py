@@ -7,13 +7,16 @@ decoding), then turns decoded images into TaskOutputs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
-from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.errors import BadInputError, ModelMissingError
+
+log = logging.getLogger("hailo_immich")
 
 RECIPE_TASKS = {
     "faces": ("face-detection", "face-recognition"),
@@ -77,9 +80,9 @@ class LocalEngine:
         names = names or {}
         self.clip_batch = clip_batch
         self.recipes: dict[str, Any] = {}
+        self.embed_faces = True
         if "faces" in self.tasks:
-            self.recipes["face-detection"] = session.resolve("face-detection", names.get("faces"))
-            self.recipes["face-recognition"] = session.resolve("face-recognition", names.get("faces-recognition") or names.get("faces"))
+            self._choose_faces(names.get("faces"))
         if "clip" in self.tasks:
             self.recipes["clip-visual"] = session.resolve("clip-visual", names.get("clip"))
         if "ocr" in self.tasks:
@@ -88,11 +91,27 @@ class LocalEngine:
         # Loading now fixes each model's identity (recipe + file hash) before any file is judged.
         self.provenance = {task: session.model(r.id).provenance for task, r in self.recipes.items()}
 
+    def _choose_faces(self, name: str | None) -> None:
+        """Detector and recogniser as the faces pipeline picks them; detection only (said loudly) without a recogniser."""
+        from hailo_immich_cli import faces
+
+        choose_det = getattr(faces, "choose_detector", lambda s, n: s.resolve("face-detection", n))
+        choose_rec = getattr(faces, "choose_recognizer", lambda s, n: s.resolve("face-recognition", n))
+        self.recipes["face-detection"] = choose_det(self.session, name)
+        try:
+            self.recipes["face-recognition"] = choose_rec(self.session, name)
+        except ModelMissingError as exc:
+            if name:
+                raise
+            self.embed_faces = False
+            log.warning("faces: no face recogniser is on disk, so faces are detected but not embedded (%s)", exc)
+
     def model_keys(self) -> dict[str, str]:
         p = self.provenance
         keys = {}
         if "faces" in self.tasks:
-            keys["faces"] = faces_key(p["face-detection"].model_id, p["face-recognition"].model_id)
+            rec = p.get("face-recognition")
+            keys["faces"] = faces_key(p["face-detection"].model_id, rec.model_id if rec else None)
         if "clip" in self.tasks:
             keys["clip"] = p["clip-visual"].model_id
         if "ocr" in self.tasks:
@@ -111,11 +130,11 @@ class LocalEngine:
         return max((recipe_min_side(r) for r in self.recipes.values()), default=0)
 
     def run(self, items: Sequence[Item]) -> list[ItemResult]:
-        from hailo_immich_cli import clip, faces, ocr
-
         keys = self.model_keys()
         results = [ItemResult([]) for _ in items]
         clip_idx = [i for i, it in enumerate(items) if "clip" in it.tasks]
+        if clip_idx:
+            from hailo_immich_cli import clip
         for start in range(0, len(clip_idx), self.clip_batch):
             chunk = clip_idx[start:start + self.clip_batch]
             try:
@@ -132,10 +151,15 @@ class LocalEngine:
         for i, it in enumerate(items):
             try:
                 if "faces" in it.tasks:
+                    from hailo_immich_cli import faces
+
+                    rec = self.recipes.get("face-recognition")
                     fr = faces.analyze_faces(self.session, it.rgb, detector=self.recipes["face-detection"].id,
-                                             recognizer=self.recipes["face-recognition"].id)
+                                             recognizer=rec.id if rec else None, embed=rec is not None)
                     results[i].outputs.append(TaskOutput("faces", keys["faces"], fr.detector.backend, fr, it.scale))
                 if "ocr" in it.tasks:
+                    from hailo_immich_cli import ocr
+
                     orr = ocr.read_text(self.session, it.rgb, detector=self.recipes["ocr-detection"].id,
                                         recognizer=self.recipes["ocr-recognition"].id)
                     results[i].outputs.append(TaskOutput("ocr", keys["ocr"], orr.detector.backend, orr, it.scale))

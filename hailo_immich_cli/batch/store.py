@@ -223,6 +223,8 @@ class Store:
     # ---- runs and models ----------------------------------------------------------------------
     def start_run(self, command: str, paths: Sequence[str], tasks: Sequence[str], models: dict[str, str]) -> int:
         with self.transaction():
+            # A run still 'running' here was killed: it never got to say so itself.
+            self.conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             cur = self.conn.execute(
                 "INSERT INTO runs (started, status, command, paths, tasks, models) VALUES (?, 'running', ?, ?, ?, ?)",
                 (time.time(), command, json.dumps(list(paths)), ",".join(tasks), json.dumps(models, sort_keys=True)),
