@@ -231,7 +231,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(env, photos, tmp_path):
     assert 0 < done_at_kill < total, "the kill must land mid-run"
     assert rows(killed, "SELECT status FROM runs") == [("running",)]
 
-    run_cli(["index", str(root), "--db", str(killed), "--tasks", TASKS], env, check=1)
+    run_cli(["index", str(root), "--db", str(killed), "--tasks", TASKS], env, check=0)  # the corrupt files failed before: skipped
     assert dump(killed) == dump(reference)
     resumed = rows(killed, "SELECT new, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert resumed[1] > 0 and resumed[0] + resumed[1] == len(manifest["images"]) + len(manifest["signs"])
