@@ -19,7 +19,7 @@ from PIL import Image
 from tests.helpers.batch import dump, make_library, model_env, rows, sign
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = "faces,ocr"
+TASKS = "faces,clip,ocr"
 
 
 def run_cli(args: list[str], env: dict[str, str], check: int | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

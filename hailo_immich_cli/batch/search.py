@@ -225,7 +225,8 @@ class LocalQueryEncoder:
     def textual_for(self, visual_recipe: Any):
         """The text encoder paired with a visual one: named in the recipe, else same Immich name and backend."""
         book = self.session.recipes
-        paired = visual_recipe.raw.get("textual") or visual_recipe.raw.get("pair")
+        clip_table = visual_recipe.raw.get("clip", {})
+        paired = (clip_table.get("pair") if isinstance(clip_table, dict) else None) or visual_recipe.raw.get("textual")
         if paired:
             return book.get(paired)
         for name in visual_recipe.immich_names:
