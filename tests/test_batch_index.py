@@ -40,7 +40,7 @@ def env(cpu_models, tmp_path_factory) -> dict[str, str]:
 def indexed(env, photos, tmp_path_factory):
     """A 300-photo library indexed once by the CLI (shared by the read-only tests below)."""
     root = tmp_path_factory.mktemp("library")
-    manifest = make_library(root, photos, count=300)
+    manifest = make_library(root, photos, count=240)
     db = root.parent / (root.name + ".db")
     proc = run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env)
     return root, db, manifest, proc
@@ -235,3 +235,72 @@ def test_kill_9_then_resume_equals_uninterrupted_run(env, photos, tmp_path):
     assert dump(killed) == dump(reference)
     resumed = rows(killed, "SELECT new, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert resumed[1] > 0 and resumed[0] + resumed[1] == len(manifest["images"]) + len(manifest["signs"])
+
+
+# ---- search ------------------------------------------------------------------------------------
+def _search(db: Path, env: dict[str, str], *args: str, check: int = 0) -> subprocess.CompletedProcess:
+    return run_cli(["search", str(db), *args], env, check=check)
+
+
+@pytest.mark.slow
+def test_search_like_finds_the_same_photo_first(indexed, env):
+    root, db, manifest, _ = indexed
+    query = manifest["images"][3]
+    hits = json.loads(_search(db, env, "--like", query, "--json", "-k", "5").stdout)
+    assert len(hits) == 5 and hits[0]["path"] == query and hits[0]["score"] > 0.999
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(h["model_id"].startswith("clip-vit-b32-openai-visual-cpu@") for h in hits)
+    paths = _search(db, env, "--like", query, "--paths", "-k", "5").stdout.splitlines()
+    assert paths == [h["path"] for h in hits]
+
+
+@pytest.mark.slow
+def test_search_text_scores_equal_a_direct_computation(indexed, env, cpu_models):
+    """CLIP text search = cosine of the text vector with the stored vectors of the same model, top-k."""
+    from hailo_immich_cli import clip
+    from hailo_immich_cli.batch.store import blob_vector
+    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.session import SessionManager
+    from hailo_immich_cli.settings import Settings
+
+    root, db, manifest, _ = indexed
+    hits = json.loads(_search(db, env, "--text", "a cat on a sofa", "--json", "-k", "4").stdout)
+    settings = Settings.load(env=env)
+    with SessionManager(settings, RecipeBook.load(settings.recipes_dir)) as session:
+        q = clip.encode_texts(session, ["a cat on a sofa"], model="clip-vit-b32-openai-textual-cpu").vectors[0]
+    stored = rows(db, "SELECT f.path, c.embedding FROM clip c JOIN files f ON f.hash = c.hash WHERE f.deleted = 0")
+    scores = sorted(((float(blob_vector(e) @ q), p) for p, e in stored), reverse=True)[:4]
+    assert [h["path"] for h in hits] == [p for _, p in scores]
+    assert np.allclose([h["score"] for h in hits], [s for s, _ in scores], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_search_face_finds_the_same_face_first(indexed, env):
+    root, db, manifest, _ = indexed
+    query = next(p for p in manifest["images"] if "astronaut_" in p)
+    hits = json.loads(_search(db, env, "--face", query, "--json", "-k", "3").stdout)
+    assert hits[0]["path"] == query and hits[0]["score"] > 0.999 and len(hits[0]["box"]) == 4
+    assert hits[0]["model_id"].startswith("test-arcface-cpu@")
+    proc = _search(db, env, "--face", manifest["signs"]["OPEN SUNDAY"], check=2)
+    assert "no face" in proc.stderr
+
+
+@pytest.mark.slow
+def test_search_ocr_full_text(indexed, env):
+    root, db, manifest, _ = indexed
+    hits = json.loads(_search(db, env, "--ocr", "harbour", "--json").stdout)
+    assert [h["path"] for h in hits] == [manifest["signs"]["HARBOUR MARKET"]]
+    assert "harbour" in hits[0]["text"].lower()
+    table = _search(db, env, "--ocr", "platform").stdout
+    assert "sign_2" in table and "1 result(s)" in table
+    assert _search(db, env, "--ocr", "xylophone", "--paths").stdout == ""
+
+
+def test_search_usage_errors(tmp_path, env):
+    proc = _search(tmp_path / "none.db", env, "--ocr", "x", check=2)
+    assert "no such index database" in proc.stderr
+    from hailo_immich_cli.batch.store import Store
+
+    Store(tmp_path / "empty.db").close()
+    assert "exactly one" in _search(tmp_path / "empty.db", env, "--ocr", "x", "--text", "y", check=2).stderr
+    assert "holds no CLIP vectors" in _search(tmp_path / "empty.db", env, "--text", "y", check=2).stderr

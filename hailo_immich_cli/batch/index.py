@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import xxhash
-
 from hailo_immich_cli.batch.engines import Engine, Item
 from hailo_immich_cli.batch.scan import iter_image_files
-from hailo_immich_cli.batch.store import FileRecord, Reader, Store
+from hailo_immich_cli.batch.store import FileRecord, Reader, Store, content_hash
 from hailo_immich_cli.errors import BadInputError, HailoImmichError
 from hailo_immich_cli.imaging import decode_image
 
@@ -246,7 +244,7 @@ class Indexer:
             rec.status, rec.error = "failed", f"{job.path}: {exc.strerror or exc}"
             self._fail(rec)
             return
-        rec.hash = xxhash.xxh3_128_hexdigest(data)
+        rec.hash = content_hash(data)
         missing = self._missing(reader, rec.hash)
         if not missing:
             geometry = reader.geometry(rec.hash)
