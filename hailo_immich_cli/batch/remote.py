@@ -48,7 +48,7 @@ def remote_provenance(name: str, url: str) -> Provenance:
 class PredictClient:
     """POST /predict over several URLs: round robin, failover to the next URL, unhealthy URLs rested."""
 
-    def __init__(self, urls: Sequence[str], timeout: float = 300.0):
+    def __init__(self, urls: Sequence[str], timeout: float = 300.0, rounds: int = 3, pause_s: float = 1.0):
         if not urls:
             raise BadInputError("--remote needs at least one URL")
         for url in urls:
@@ -56,6 +56,7 @@ class PredictClient:
                 raise BadInputError(f"--remote: '{url}' is not an http(s) URL")
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = timeout
+        self.rounds, self.pause_s = rounds, pause_s  # a lone URL behind a balancer gets a second chance
         self._next = itertools.count()
         self._down_until: dict[str, float] = {}
         self._local = threading.local()
@@ -82,26 +83,29 @@ class PredictClient:
             parts.append(("image", ("blob", image, "application/octet-stream")))
         else:
             parts.append(("text", (None, text or "")))
-        errors = []
-        rejected = 0
-        for url in self._order():
-            try:
-                resp = self._session().post(url + "/predict", files=parts, timeout=(5, self.timeout))
-                if resp.ok:
-                    with self._lock:
-                        self._down_until.pop(url, None)
-                    return resp.json(), url
-                errors.append(f"{url}: HTTP {resp.status_code} {resp.text[:200]}")
-                if 400 <= resp.status_code < 500:
-                    rejected += 1
-            except (requests.RequestException, ValueError) as exc:
-                errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
-            with self._lock:
-                self._down_until[url] = time.monotonic() + RETRY_AFTER_S
-                self.failovers += 1
-        if rejected == len(self.urls):  # every service refused this input: the file's problem, not theirs
-            raise BadInputError("; ".join(errors))
-        raise DeviceError("every /predict URL failed: " + "; ".join(errors))
+        errors: list[str] = []
+        for attempt in range(self.rounds):
+            if attempt:
+                time.sleep(self.pause_s * attempt)
+            rejected = 0
+            for url in self._order():
+                try:
+                    resp = self._session().post(url + "/predict", files=parts, timeout=(5, self.timeout))
+                    if resp.ok:
+                        with self._lock:
+                            self._down_until.pop(url, None)
+                        return resp.json(), url
+                    errors.append(f"{url}: HTTP {resp.status_code} {resp.text[:200]}")
+                    if 400 <= resp.status_code < 500:
+                        rejected += 1
+                except (requests.RequestException, ValueError) as exc:
+                    errors.append(f"{url}: {exc.__class__.__name__}: {exc}")
+                with self._lock:
+                    self._down_until[url] = time.monotonic() + RETRY_AFTER_S
+                    self.failovers += 1
+            if rejected == len(self.urls):  # every service refused this input: the file's problem, not theirs
+                raise BadInputError("; ".join(errors[-len(self.urls):]))
+        raise DeviceError("every /predict URL failed: " + "; ".join(errors[-len(self.urls):]))
 
 
 def _vector(value: Any) -> np.ndarray:
