@@ -128,6 +128,7 @@ class Indexer:
             self._join(writer)
         except KeyboardInterrupt:
             self._abort.set()
+            writer.join(10)
             self.store.finish_run(self.stats.run_id, "interrupted", self.stats.counts())
             raise
         if self._error is not None:
@@ -305,8 +306,10 @@ class Indexer:
                 msg = self._writes.get(timeout=0.2)
             except queue.Empty:
                 msg = None
-                if self._abort.is_set():
-                    return  # uncommitted work is simply redone by the next run
+                if self._abort.is_set():  # keep the finished files; anything in flight is redone next run
+                    if pending:
+                        self._flush(store, run_id, pending)
+                    return
             if msg is _STOP:
                 stopping = True
             elif msg is not None:

@@ -79,8 +79,9 @@ class Index:
         counts = self.conn.execute(sql).fetchall()
         if not counts:
             raise BadInputError(f"the index holds no {what} (index with --tasks including it)")
-        if wanted is None:
-            return max(counts, key=lambda r: (r[1], r[0]))[0]
+        if wanted is None:  # the most results; on a tie the model first used most recently
+            used = dict(self.conn.execute("SELECT model_id, first_used FROM models").fetchall())
+            return max(counts, key=lambda r: (r[1], used.get(r[0]) or 0.0, r[0]))[0]
         for model_id, _ in counts:
             if model_id == wanted or model_id.split("@")[0] == wanted or model_id.startswith(wanted):
                 return model_id
