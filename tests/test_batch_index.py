@@ -67,7 +67,7 @@ def test_index_library_records_every_file_and_failure(indexed):
     # Every image was processed by both tasks, once, under one model key per task.
     processed = rows(db, "SELECT task, model_id, count(*) FROM processed GROUP BY task, model_id")
     n_contents = rows(db, "SELECT count(DISTINCT hash) FROM files WHERE status = 'ok'")[0][0]
-    assert sorted((t, c) for t, _, c in processed) == [("faces", n_contents), ("ocr", n_contents)]
+    assert sorted((t, c) for t, _, c in processed) == [("clip", n_contents), ("faces", n_contents), ("ocr", n_contents)]
     face_key = next(m for t, m, _ in processed if t == "faces")
     assert face_key.startswith("centerface-cpu@") and "+test-arcface-cpu@" in face_key
     run = rows(db, "SELECT status, new, failed FROM runs ORDER BY id DESC LIMIT 1")[0]
@@ -182,7 +182,7 @@ def test_rename_move_copy_delete_modify_and_model_change(env, photos, tmp_path):
     new_hash = rows(db, "SELECT hash FROM files WHERE path = ?", modified)[0][0]
     assert new_hash != old_hash
     assert rows(db, "SELECT count(*) FROM processed WHERE hash = ?", old_hash) == [(0,)]  # the old version's results are gone
-    assert sorted(r[0] for r in rows(db, "SELECT task FROM processed WHERE hash = ?", new_hash)) == ["faces", "ocr"]
+    assert sorted(r[0] for r in rows(db, "SELECT task FROM processed WHERE hash = ?", new_hash)) == ["clip", "faces", "ocr"]
     assert "edited" in rows(db, "SELECT text FROM ocr_text WHERE hash = ?", new_hash)[0][0].lower()
     assert rows(db, "SELECT count(*) FROM files WHERE hash = (SELECT hash FROM files WHERE path = ?) AND deleted = 0", copy_dst) == [(2,)]
 
@@ -195,7 +195,9 @@ def test_rename_move_copy_delete_modify_and_model_change(env, photos, tmp_path):
         model_env(Path(env["HAILO_IMMICH_RECIPES_DIR"]).parent, Path(env["HAILO_IMMICH_MODELS_DIR"]), recognizer_seed=0)
     assert rows(db, "SELECT hash, model_id, run_id, created FROM processed WHERE task = 'ocr' ORDER BY hash") == ocr_before
     keys = rows(db, "SELECT model_id, count(*) FROM processed WHERE task = 'faces' GROUP BY model_id ORDER BY max(run_id)")
-    assert len(keys) == 2 and keys[0][1] == keys[1][1]  # every content re-embedded under the new key
+    live = rows(db, "SELECT count(DISTINCT hash) FROM files WHERE status = 'ok' AND deleted = 0")[0][0]
+    assert len(keys) == 2 and keys[1][1] == live  # every present photo re-embedded under the new key
+    assert keys[0][1] == live + 1  # the old key also still covers the deleted photo (kept, soft-deleted)
     assert keys[0][0].split("+")[1] != keys[1][0].split("+")[1]
 
 
@@ -304,3 +306,21 @@ def test_search_usage_errors(tmp_path, env):
     Store(tmp_path / "empty.db").close()
     assert "exactly one" in _search(tmp_path / "empty.db", env, "--ocr", "x", "--text", "y", check=2).stderr
     assert "holds no CLIP vectors" in _search(tmp_path / "empty.db", env, "--text", "y", check=2).stderr
+
+
+@pytest.mark.slow
+def test_detect_and_embed_db_results_are_reused_by_index(env, photos, tmp_path):
+    root = tmp_path / "lib"
+    manifest = make_library(root, photos, count=10)
+    db = tmp_path / "d.db"
+    run_cli(["detect", str(root), "--db", str(db), "--json"], env, check=1)
+    run_cli(["embed", str(root), "--db", str(db), "--jsonl"], env, check=1)
+    stored = rows(db, "SELECT task, count(*) FROM processed GROUP BY task")
+    n = len(manifest["images"]) + len(manifest["signs"])
+    assert stored == [("clip", n), ("faces", n)]
+    faces_before = rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id")
+    assert rows(db, "SELECT command, status FROM runs ORDER BY id") == [("detect", "completed"), ("embed", "completed")]
+    run_cli(["index", str(root), "--db", str(db), "--tasks", "faces,clip"], env, check=0)
+    run = rows(db, "SELECT new, changed, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
+    assert run == (0, 0, n)  # nothing redone: detect and embed stored exactly what index would
+    assert rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id") == faces_before

@@ -55,7 +55,8 @@ class Engine(Protocol):
     def concurrency(self) -> int: ...
 
 
-def faces_key(detector: str, recognizer: str | None) -> str:
+def pair_key(detector: str, recognizer: str | None) -> str:
+    """The key of a two-model task (faces, OCR): both models, so changing either redoes the task."""
     return f"{detector}+{recognizer}" if recognizer else detector
 
 
@@ -111,11 +112,11 @@ class LocalEngine:
         keys = {}
         if "faces" in self.tasks:
             rec = p.get("face-recognition")
-            keys["faces"] = faces_key(p["face-detection"].model_id, rec.model_id if rec else None)
+            keys["faces"] = pair_key(p["face-detection"].model_id, rec.model_id if rec else None)
         if "clip" in self.tasks:
             keys["clip"] = p["clip-visual"].model_id
         if "ocr" in self.tasks:
-            keys["ocr"] = faces_key(p["ocr-detection"].model_id, p["ocr-recognition"].model_id)
+            keys["ocr"] = pair_key(p["ocr-detection"].model_id, p["ocr-recognition"].model_id)
         return keys
 
     def models(self) -> list[ModelInfo]:

@@ -19,7 +19,7 @@ import numpy as np
 import requests
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.batch.engines import Item, ItemResult, faces_key
+from hailo_immich_cli.batch.engines import Item, ItemResult, pair_key
 from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
 from hailo_immich_cli.errors import BadInputError, DeviceError
 
@@ -158,7 +158,7 @@ class RemoteEngine:
 
     def _key(self, task: str) -> str:
         mid = remote_provenance(self.names[task], "").model_id
-        return faces_key(mid, mid) if task in ("faces", "ocr") else mid
+        return pair_key(mid, mid) if task in ("faces", "ocr") else mid
 
     def model_keys(self) -> dict[str, str]:
         return {t: self._key(t) for t in self.tasks}

@@ -163,7 +163,7 @@ def _open_sink(db: Path | None, paths: list[Path], session, det_recipe, rec_reci
 
 def _store(sink, outcome, image: DecodedImage | None, tweaks: str) -> None:
     """Faces stored under the key `index` uses; non-default thresholds get their own key (not the same result)."""
-    from hailo_immich_cli.batch.engines import faces_key
+    from hailo_immich_cli.batch.engines import pair_key
     from hailo_immich_cli.batch.store import TaskOutput
 
     if outcome.error:
@@ -172,7 +172,7 @@ def _store(sink, outcome, image: DecodedImage | None, tweaks: str) -> None:
     result = outcome.result
     if result is None or image is None:
         return
-    key = faces_key(result.detector.model_id, result.recognizer.model_id if result.recognizer else None) + tweaks
+    key = pair_key(result.detector.model_id, result.recognizer.model_id if result.recognizer else None) + tweaks
     sink.add(outcome.path, image, [TaskOutput("faces", key, result.detector.backend, result)])
 
 
