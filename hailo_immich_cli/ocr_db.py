@@ -1,1 +1,0 @@
-/work/wt-ocr/hailo_immich_cli/ocr_db.py
