@@ -60,6 +60,16 @@ def pair_key(detector: str, recognizer: str | None) -> str:
     return f"{detector}+{recognizer}" if recognizer else detector
 
 
+def split_pair(name: str | None) -> tuple[str | None, str | None]:
+    """`--face-model`/`--ocr-model`: one Immich name for both models, or DETECTOR,RECOGNISER recipe ids."""
+    if not name:
+        return None, None
+    if "," in name:
+        det, rec = (part.strip() or None for part in name.split(",", 1))
+        return det, rec
+    return name, name
+
+
 def recipe_min_side(recipe: Any) -> int:
     """Pixels (shorter side) worth decoding for this recipe: its largest input/resize bound."""
     pre = recipe.preprocess
@@ -87,8 +97,9 @@ class LocalEngine:
         if "clip" in self.tasks:
             self.recipes["clip-visual"] = session.resolve("clip-visual", names.get("clip"))
         if "ocr" in self.tasks:
-            self.recipes["ocr-detection"] = session.resolve("ocr-detection", names.get("ocr"))
-            self.recipes["ocr-recognition"] = session.resolve("ocr-recognition", names.get("ocr-recognition") or names.get("ocr"))
+            det, rec = split_pair(names.get("ocr"))
+            self.recipes["ocr-detection"] = session.resolve("ocr-detection", det)
+            self.recipes["ocr-recognition"] = session.resolve("ocr-recognition", rec)
         # Loading now fixes each model's identity (recipe + file hash) before any file is judged.
         self.provenance = {task: session.model(r.id).provenance for task, r in self.recipes.items()}
 
@@ -98,11 +109,12 @@ class LocalEngine:
 
         choose_det = getattr(faces, "choose_detector", lambda s, n: s.resolve("face-detection", n))
         choose_rec = getattr(faces, "choose_recognizer", lambda s, n: s.resolve("face-recognition", n))
-        self.recipes["face-detection"] = choose_det(self.session, name)
+        det, rec = split_pair(name)
+        self.recipes["face-detection"] = choose_det(self.session, det)
         try:
-            self.recipes["face-recognition"] = choose_rec(self.session, name)
+            self.recipes["face-recognition"] = choose_rec(self.session, rec)
         except ModelMissingError as exc:
-            if name:
+            if rec:
                 raise
             self.embed_faces = False
             log.warning("faces: no face recogniser is on disk, so faces are detected but not embedded (%s)", exc)

@@ -28,8 +28,7 @@ def parse_tasks(raw: str) -> tuple[str, ...]:
 
 def _describe(stats: IndexStats) -> str:
     c = stats.counts()
-    return (f"new {c['new']}  changed {c['changed']}  renamed {c['renamed']}  unchanged {c['unchanged']}  "
-            f"failed {c['failed']}")
+    return f"new {c['new']} chg {c['changed']} mv {c['renamed']} same {c['unchanged']} fail {c['failed']}"
 
 
 def register(app: typer.Typer) -> None:
@@ -40,8 +39,8 @@ def register(app: typer.Typer) -> None:
         db: Path = DbOption,
         tasks: str = typer.Option(",".join(TASKS), "--tasks", "-t", help="Comma list of faces, clip, ocr"),
         clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP recipe id or Immich model name"),
-        face_model: Optional[str] = typer.Option(None, "--face-model", help="Face recipe id or Immich model name"),
-        ocr_model: Optional[str] = typer.Option(None, "--ocr-model", help="OCR recipe id or Immich model name"),
+        face_model: Optional[str] = typer.Option(None, "--face-model", help="Immich model name (buffalo_l) or DETECTOR,RECOGNISER recipe ids"),
+        ocr_model: Optional[str] = typer.Option(None, "--ocr-model", help="Immich model name (PP-OCRv5_mobile) or DETECTOR,RECOGNISER recipe ids"),
         remote: Optional[str] = typer.Option(None, "--remote", envvar="HAILO_IMMICH_REMOTE",
                                              help="Run tasks on Immich-compatible /predict services: URL[,URL...]"),
         workers: int = typer.Option(0, "--workers", "-w", help="Decoder threads (0 = by CPU count)"),

@@ -1,0 +1,1 @@
+/work/wt-ocr/hailo_immich_cli/ocr_order.py
