@@ -309,18 +309,21 @@ def test_search_usage_errors(tmp_path, env):
 
 
 @pytest.mark.slow
-def test_detect_and_embed_db_results_are_reused_by_index(env, photos, tmp_path):
+def test_detect_embed_ocr_db_results_are_reused_by_index(env, photos, tmp_path):
     root = tmp_path / "lib"
     manifest = make_library(root, photos, count=10)
     db = tmp_path / "d.db"
     run_cli(["detect", str(root), "--db", str(db), "--json"], env, check=1)
     run_cli(["embed", str(root), "--db", str(db), "--jsonl"], env, check=1)
+    run_cli(["ocr", str(root), "--db", str(db), "--jsonl"], env, check=1)
     stored = rows(db, "SELECT task, count(*) FROM processed GROUP BY task")
     n = len(manifest["images"]) + len(manifest["signs"])
-    assert stored == [("clip", n), ("faces", n)]
+    assert stored == [("clip", n), ("faces", n), ("ocr", n)]
     faces_before = rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id")
-    assert rows(db, "SELECT command, status FROM runs ORDER BY id") == [("detect", "completed"), ("embed", "completed")]
-    run_cli(["index", str(root), "--db", str(db), "--tasks", "faces,clip"], env, check=0)
+    assert rows(db, "SELECT command, status FROM runs ORDER BY id") == [("detect", "completed"), ("embed", "completed"),
+                                                                        ("ocr", "completed")]
+    assert json.loads(_search(db, env, "--ocr", "sunday", "--json").stdout)[0]["path"] == manifest["signs"]["OPEN SUNDAY"]
+    run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=0)
     run = rows(db, "SELECT new, changed, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == (0, 0, n)  # nothing redone: detect and embed stored exactly what index would
     assert rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id") == faces_before
