@@ -110,7 +110,7 @@ http {{
 
 @pytest.fixture(scope="module")
 def env(cpu_models, tmp_path_factory) -> dict[str, str]:
-    return model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir))
+    return model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir), buffalo_stand_in=True)
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,8 @@ align_template = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [4
 """
 
 
-def model_env(base: Path, real_models: Path, recognizer_seed: int = 0, recognizer_id: str = "test-arcface-cpu") -> dict[str, str]:
+def model_env(base: Path, real_models: Path, recognizer_seed: int = 0, recognizer_id: str = "test-arcface-cpu",
+              buffalo_stand_in: bool = False) -> dict[str, str]:
     """A recipes dir + models dir: the real CPU models (linked) plus a generated face recogniser.
 
     Returns the environment variables that point hailo-immich at them (for subprocesses and Settings).
@@ -201,6 +202,14 @@ def model_env(base: Path, real_models: Path, recognizer_seed: int = 0, recognize
     onnx_path = arcface_like_onnx(models / recognizer_id / "model.onnx", seed=recognizer_seed)
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     (recipes / f"{recognizer_id}.toml").write_text(RECOGNIZER_TOML.format(id=recognizer_id, sha=sha))
+    if buffalo_stand_in:  # Immich asks for "buffalo_l": let CenterFace answer to it (no offline buffalo_l weights)
+        from hailo_immich_cli.recipes import shipped_recipes_dir
+
+        text = (shipped_recipes_dir() / "centerface-cpu.toml").read_text()
+        text = text.replace('id = "centerface-cpu"', 'id = "buffalo_l-detection-cpu"').replace("immich_names = []", 'immich_names = ["buffalo_l"]')
+        (recipes / "buffalo_l-detection-cpu.toml").write_text(text)
+        if not (models / "buffalo_l-detection-cpu").exists():
+            (models / "buffalo_l-detection-cpu").symlink_to((models / "centerface-cpu").resolve())
     if not (models / "clip-vit-b32-openai-textual-cpu" / "tokenizer.json").exists():
         clip_stand_ins(models)
     return {"HAILO_IMMICH_RECIPES_DIR": str(recipes), "HAILO_IMMICH_MODELS_DIR": str(models), "HAILO_IMMICH_BACKEND": "cpu"}
