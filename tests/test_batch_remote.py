@@ -212,3 +212,51 @@ def test_remote_index_behind_nginx_survives_a_killed_server(env, library, tmp_pa
         stop(ngx)
         stop(server_a)
         stop(server_b)
+
+
+def test_predict_request_is_built_like_immichs(tmp_path):
+    """Multipart body as Immich's server sends it: `entries` first, then the image as file part "blob"."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from hailo_immich_cli.batch.remote import PredictClient, entries_for
+    from hailo_immich_cli.errors import BadInputError, DeviceError
+
+    seen: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        status = 200
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Content-Type"], body))
+            self.send_response(Handler.status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"clip":"[0.5,0.5]","imageHeight":2,"imageWidth":3}')
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = PredictClient([f"http://127.0.0.1:{server.server_port}"], rounds=1)
+        body, url = client.predict(entries_for("clip", "ViT-B-32__openai"), image=b"\xff\xd8JPEGBYTES")
+        assert body["clip"] == "[0.5,0.5]" and url.endswith(str(server.server_port))
+        ctype, raw = seen[0]
+        boundary = ctype.split("boundary=")[1].encode()
+        parts = [p for p in raw.split(b"--" + boundary) if p.strip(b"\r\n-")]
+        assert b'name="entries"' in parts[0] and b'{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}' in parts[0]
+        assert b'name="image"; filename="blob"' in parts[1] and b"Content-Type: application/octet-stream" in parts[1]
+        assert parts[1].rstrip(b"\r\n").endswith(b"\xff\xd8JPEGBYTES")
+        assert entries_for("faces", "buffalo_l") == {"facial-recognition": {
+            "detection": {"modelName": "buffalo_l", "options": {"minScore": 0.7}}, "recognition": {"modelName": "buffalo_l"}}}
+        Handler.status = 422  # every URL refuses the input: the file's problem
+        with pytest.raises(BadInputError):
+            client.predict(entries_for("clip", "x"), image=b"x")
+        Handler.status = 500  # a server failure: the run must stop, not mark files failed
+        with pytest.raises(DeviceError):
+            client.predict(entries_for("clip", "x"), image=b"x")
+    finally:
+        server.shutdown()
