@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--small", type=int, default=200, help="N for the memory test (runs N and 10 N)")
     ap.add_argument("--tasks", default="faces,ocr", help="tasks for the end-to-end run")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the N / 10 N memory runs")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -121,12 +122,13 @@ def main() -> None:
     report["index_12mp"] = run_index(work / "photos12mp", work / "e2e.db", args.tasks)
     report["index_12mp_full_decode"] = run_index(work / "photos12mp", work / "e2e_full.db", args.tasks, ["--decode-min-side", "0"])
     mem = {}
-    for n in (args.small, args.small * 10):
+    for n in () if args.skip_memory else (args.small, args.small * 10):
         folder = work / f"small{n}"
         make_small(folder, n)
         mem[n] = run_index(folder, work / f"small{n}.db", "faces")
     report["memory"] = mem
-    report["memory_ratio_10x"] = round(mem[args.small * 10]["peak_rss_mb"] / mem[args.small]["peak_rss_mb"], 3)
+    if mem:
+        report["memory_ratio_10x"] = round(mem[args.small * 10]["peak_rss_mb"] / mem[args.small]["peak_rss_mb"], 3)
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -138,7 +140,8 @@ def main() -> None:
         print(f"{key} ({args.tasks}, cpu): {e['files']} files in {e['seconds']} s = {e['files_per_s']} files/s, peak RSS {e['peak_rss_mb']} MB")
     for n, m in mem.items():
         print(f"index faces on {n} files: {m['files_per_s']} files/s, peak RSS {m['peak_rss_mb']} MB")
-    print(f"peak RSS ratio for 10x the files: {report['memory_ratio_10x']}")
+    if mem:
+        print(f"peak RSS ratio for 10x the files: {report['memory_ratio_10x']}")
 
 
 if __name__ == "__main__":
