@@ -327,3 +327,16 @@ def test_detect_embed_ocr_db_results_are_reused_by_index(env, photos, tmp_path):
     run = rows(db, "SELECT new, changed, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == (0, 0, n)  # nothing redone: detect and embed stored exactly what index would
     assert rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id") == faces_before
+
+
+def test_empty_scan_marks_nothing_deleted(env, photos, tmp_path):
+    """An unmounted share looks like an empty folder: its photos must not all be marked deleted."""
+    root = tmp_path / "share"
+    root.mkdir()
+    Image.fromarray(photos["coffee"]).resize((64, 48)).save(root / "a.jpg")
+    db = tmp_path / "s.db"
+    run_cli(["index", str(root), "--db", str(db), "--tasks", "clip"], env, check=0)
+    (root / "a.jpg").rename(tmp_path / "away.jpg")
+    proc = run_cli(["index", str(root), "--db", str(db), "--tasks", "clip"], env, check=0)
+    assert "nothing is marked deleted" in proc.stderr
+    assert rows(db, "SELECT deleted FROM files") == [(0,)]

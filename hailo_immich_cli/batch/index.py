@@ -8,6 +8,7 @@ files'), so a kill at any moment loses at most the uncommitted batch, which the 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from hailo_immich_cli.errors import BadInputError, HailoImmichError
 from hailo_immich_cli.imaging import decode_image
 
 _STOP = object()
+log = logging.getLogger("hailo_immich")
 
 
 @dataclass
@@ -135,7 +137,10 @@ class Indexer:
             self.store.finish_run(self.stats.run_id, "failed", self.stats.counts())
             raise self._error
         self.stats.complete = True
-        self.stats.deleted = self.store.mark_deleted(self.roots, self.stats.run_id)
+        if self.stats.scanned:
+            self.stats.deleted = self.store.mark_deleted(self.roots, self.stats.run_id)
+        else:  # an empty scan is more likely an unmounted share than a deleted library: mark nothing
+            log.warning("no image files found under %s; nothing is marked deleted", ", ".join(self.roots))
         self.store.prune_orphans()
         reader = self.store.open_reader()
         try:
