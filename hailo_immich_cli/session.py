@@ -147,8 +147,16 @@ class SessionManager:
         """The recipe for a task: a recipe id, else an Immich model name, else the default.
 
         `name` may be a recipe id (any backend: explicit wins) or an Immich model name, which
-        must be one the recipe declares it reproduces.
+        must be one the recipe declares it reproduces. A recipe configured for the task
+        (HAILO_IMMICH_TASK_RECIPES) is used when no name is given or when it reproduces the name.
         """
+        configured = self.settings.task_recipes.get(task)
+        if configured:
+            chosen = self.recipes.get(configured)
+            if chosen.task != task:
+                raise UnknownModelError(f"HAILO_IMMICH_TASK_RECIPES: recipe '{configured}' is for task {chosen.task}, not {task}")
+            if not name or chosen.answers_to(name) or name == configured:
+                return chosen
         if name:
             try:
                 recipe = self.recipes.get(name)

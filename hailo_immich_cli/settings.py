@@ -55,6 +55,7 @@ class Settings:
     max_image_pixels: int = 100_000_000
     max_request_bytes: int = 64 * 1024 * 1024
     model_backends: Mapping[str, str] = field(default_factory=dict)
+    task_recipes: Mapping[str, str] = field(default_factory=dict)
     model_names_policy: str = "strict"
     hailo_multi_process_service: bool = False
     hailo_timeout_ms: int = 10_000
@@ -86,9 +87,9 @@ class Settings:
     def validate(self) -> None:
         if self.backend not in BACKEND_CHOICES:
             raise BadInputError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, not '{self.backend}'")
-        for recipe_id, backend in self.model_backends.items():
+        for task, backend in self.model_backends.items():
             if backend not in ("hailo", "cpu"):
-                raise BadInputError(f"HAILO_IMMICH_MODEL_BACKENDS: '{recipe_id}={backend}' must name hailo or cpu")
+                raise BadInputError(f"HAILO_IMMICH_MODEL_BACKENDS: '{task}={backend}' must name hailo or cpu")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
 
@@ -103,13 +104,13 @@ class Settings:
 
 
 ENV: dict[str, Setting] = {
-    "backend": Setting(("HAILO_IMMICH_BACKEND",), "auto | hailo | cpu"),
+    "backend": Setting(("HAILO_IMMICH_BACKEND",), "auto, hailo or cpu"),
     "models_dir": Setting(("HAILO_IMMICH_MODELS_DIR", "MODELS_DIR"), "where fetched model files live"),
     "recipes_dir": Setting(("HAILO_IMMICH_RECIPES_DIR",), "extra recipes (*.toml) that add to or replace shipped ones"),
     "immich_cache_folder": Setting(("MACHINE_LEARNING_CACHE_FOLDER",), "an Immich ML model cache to read models from"),
     "host": Setting(("IMMICH_HOST",), "bind address of `serve`"),
     "port": Setting(("IMMICH_PORT",), "port of `serve`"),
-    "log_level": Setting(("IMMICH_LOG_LEVEL", "HAILO_IMMICH_LOG_LEVEL"), "debug | info | warning | error"),
+    "log_level": Setting(("IMMICH_LOG_LEVEL", "HAILO_IMMICH_LOG_LEVEL"), "debug, info, warning or error"),
     "no_color": Setting(("NO_COLOR",), "plain output"),
     "intra_op_threads": Setting(("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS",), "ONNX Runtime intra-op threads (0 = 2)"),
     "inter_op_threads": Setting(("MACHINE_LEARNING_MODEL_INTER_OP_THREADS",), "ONNX Runtime inter-op threads (0 = 1)"),
@@ -120,8 +121,9 @@ ENV: dict[str, Setting] = {
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
-    "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "per-recipe backend, e.g. 'buffalo_l-recognition=cpu'"),
-    "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict | ignore: unknown Immich model names"),
+    "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr-detection=cpu'"),
+    "task_recipes": Setting(("HAILO_IMMICH_TASK_RECIPES",), "recipe per task, e.g. 'face-detection=scrfd-10g-hailo8'"),
+    "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict (refuse Immich model names we cannot reproduce) or ignore"),
     "hailo_multi_process_service": Setting(("HAILO_IMMICH_MULTI_PROCESS_SERVICE",), "share the Hailo through hailort_service"),
     "hailo_timeout_ms": Setting(("HAILO_IMMICH_DEVICE_TIMEOUT_MS",), "per-inference device timeout"),
 }
@@ -130,7 +132,7 @@ ENV: dict[str, Setting] = {
 def _parse(field_name: str, env_name: str, raw: str, type_hint: Any) -> Any:
     hint = str(type_hint)
     try:
-        if field_name == "model_backends":
+        if field_name in ("model_backends", "task_recipes"):
             pairs = [p.strip() for p in raw.split(",") if p.strip()]
             return dict(p.split("=", 1) for p in pairs)
         if hint.startswith("Path"):
