@@ -586,4 +586,29 @@ def advise_local(report: dict[str, Any], max_latency_ms: float | None) -> list[d
                 + f" -> {cell['items_per_s']:.2f} images/s, p95 {cell['latency_ms']['p95']:.0f} ms"
             ),
         })
+    for model in report["models"]:
+        cells = model.get("device_only") or []
+        if len(cells) < 2:
+            continue
+        cell, ok = best_cell(cells, max_latency_ms)
+        if cell is None:
+            continue
+        env = {}
+        if cell.get("intra_op_threads") is not None:
+            env["MACHINE_LEARNING_MODEL_INTRA_OP_THREADS"] = str(cell["intra_op_threads"])
+        advice.append({
+            "scope": f"device-only {model['recipe_id']}",
+            "within_bound": ok,
+            "bound": bound,
+            "env": env,
+            "recipe_batch_size": {model["recipe_id"]: cell["batch"]},
+            "items_per_s": cell["items_per_s"],
+            "latency_ms": cell["latency_ms"],
+            "text": (
+                ("" if ok else f"no setting met {bound}; lowest latency: ")
+                + f"recipe batch_size = {cell['batch']} with {cell['threads']} concurrent caller(s)"
+                + "".join(f" {k}={v}" for k, v in env.items())
+                + f" -> {cell['items_per_s']:.1f} items/s, p95 {cell['latency_ms']['p95']:.1f} ms per call"
+            ),
+        })
     return advice
