@@ -248,7 +248,9 @@ def load_images(folder: Path | None, limit: int = 16, max_pixels: int = 100_000_
 def book_with_batch(book: RecipeBook, recipe_ids: Iterable[str], batch: int) -> RecipeBook:
     """The same recipes, with `batch_size` set to `batch` on the named ones (device batch for HEFs)."""
     ids = set(recipe_ids)
-    return RecipeBook(dataclasses.replace(r, batch_size=batch) if r.id in ids else r for r in book)
+    return RecipeBook(
+        dataclasses.replace(r, batch_size=batch, raw={**r.raw, "batch_size": batch}) if r.id in ids else r for r in book
+    )
 
 
 def _stats_delta(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

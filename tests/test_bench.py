@@ -193,3 +193,47 @@ def test_device_held_by_another_process_says_how_to_share_it(cpu_models, recipe_
         bench.run()
     assert str(info.value) == BUSY_HINT
     assert "HAILO_IMMICH_MULTI_PROCESS_SERVICE=1" in BUSY_HINT and "hailort_service" in BUSY_HINT
+
+
+def _page_images(tmp_path, photos):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(photos["page"]).save(folder / "page.png")
+    return load_images(folder)
+
+
+def test_end_to_end_ocr_batch_sweep_reaches_the_recogniser(cpu_models, recipe_book, tmp_path, photos):
+    pytest.importorskip("hailo_immich_cli.ocr", reason="the OCR pipeline has not landed on this branch")
+    images = _page_images(tmp_path, photos)
+    opts = BenchOptions(tasks=("ocr",), batches=(1, 4), threads=(1,), warmup=1, duration_s=None, count=2, device_only=False)
+    report = Bench(cpu_models, recipe_book, opts, images).run()
+    cells = report["tasks"]["ocr"]["cells"]
+    assert report["tasks"]["ocr"]["recipes"] == {"ocr-detection": "ppocrv5-mobile-det-cpu", "ocr-recognition": "ppocrv5-mobile-rec-cpu"}
+    assert [c["batch"] for c in cells] == [1, 4]
+    for cell in cells:
+        _check_cell(cell, 1, 2)  # one image per call
+        det, rec = cell["models"]["ppocrv5-mobile-det-cpu"], cell["models"]["ppocrv5-mobile-rec-cpu"]
+        assert det["calls"] == 2 and det["batch_sizes"] == {1: 2}
+        assert det["host_ms_per_item"] > 0 and rec["host_ms_per_item"] > 0 and rec["device_ms_per_item"] > 0
+        assert max(rec["batch_sizes"]) == cell["batch"] and cell["batch_honoured"] is True  # the page has > 4 lines
+        assert rec["items"] == sum(k * v for k, v in rec["batch_sizes"].items())
+    # the same lines went through in both cells, in batches of 1 and then of up to 4
+    assert cells[0]["models"]["ppocrv5-mobile-rec-cpu"]["items"] == cells[1]["models"]["ppocrv5-mobile-rec-cpu"]["items"]
+    assert report["images"]["count"] == 1 and report["advice"][0]["scope"] == "ocr"
+    assert report["advice"][0]["env"]["MACHINE_LEARNING_MAX_BATCH_SIZE__OCR"] in ("1", "4")
+
+
+def test_end_to_end_faces_on_real_photos(cpu_models, recipe_book, tmp_path, photos):
+    pytest.importorskip("hailo_immich_cli.faces", reason="the faces pipeline has not landed on this branch")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("astronaut", "camera"):
+        Image.fromarray(photos[name]).save(folder / f"{name}.png")
+    opts = BenchOptions(tasks=("faces",), batches=(1,), threads=(1, 2), warmup=1, duration_s=None, count=4, device_only=False)
+    report = Bench(cpu_models, recipe_book, opts, load_images(folder)).run()
+    cells = report["tasks"]["faces"]["cells"]
+    assert [c["threads"] for c in cells] == [1, 2]
+    detector = report["tasks"]["faces"]["recipes"]["face-detection"]
+    for cell in cells:
+        _check_cell(cell, 1, 4)
+        assert cell["models"][detector]["calls"] == 4
