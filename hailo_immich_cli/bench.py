@@ -324,9 +324,15 @@ class Bench:
             stages: dict[str, Recipe] = {}
             for recipe_task in TASKS[task][0]:
                 try:
-                    stages[recipe_task] = by_task.get(recipe_task) or probe.resolve(recipe_task)
+                    recipe = by_task.get(recipe_task) or probe.resolve(recipe_task)
                 except UnknownModelError as exc:
                     missing.append(f"{task}: {exc}")
+                    continue
+                if recipe.id not in self.opts.recipes and probe.files.find(recipe, recipe.file("model")) is None:
+                    missing.append(f"{task}: the {recipe_task} model file of recipe '{recipe.id}' is missing "
+                                   f"(run: hailo-immich fetch-models --recipe {recipe.id})")
+                    continue
+                stages[recipe_task] = recipe
             found.extend(stages.values())
             if task == "faces" and "face-detection" in stages and "face-recognition" not in stages:
                 self.notices.append(f"faces: end-to-end runs detection only ({missing.pop()})")
@@ -480,6 +486,7 @@ class Bench:
                         seen = per_model.get(batch_recipe, {}).get("max_batch_seen")
                         cell = {"batch": batch, "threads": threads, "intra_op_threads": intra,
                                 **loop_summary(loop), "batch_recipe": batch_recipe,
+                                "batch_applies": batch_task == TASKS[task][1],
                                 "batch_honoured": None if seen is None else seen <= batch,
                                 "models": per_model}
                         cells.append(cell)
@@ -570,9 +577,10 @@ def advise_local(report: dict[str, Any], max_latency_ms: float | None) -> list[d
         env: dict[str, str] = {"MACHINE_LEARNING_REQUEST_THREADS": str(cell["threads"])}
         if cell.get("intra_op_threads") is not None:
             env["MACHINE_LEARNING_MODEL_INTRA_OP_THREADS"] = str(cell["intra_op_threads"])
-        if task in BATCH_ENV:
+        applies = cell.get("batch_applies", False)
+        if task in BATCH_ENV and applies:
             env[BATCH_ENV[task]] = str(cell["batch"])
-        recipe_batch = {cell["batch_recipe"]: cell["batch"]} if len(report["options"]["batches"]) > 1 else {}
+        recipe_batch = {cell["batch_recipe"]: cell["batch"]} if applies and len(report["options"]["batches"]) > 1 else {}
         advice.append({
             "scope": task,
             "within_bound": ok,

@@ -42,6 +42,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _id_width(report: dict[str, Any]) -> int:
+    """Recipe ids are the provenance: keep them whole in narrow terminals."""
+    return min(32, max((len(m["recipe_id"]) for m in report.get("models", [])), default=8))
+
+
+def _cols(report: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop the intra-op column unless --intra-op was swept."""
+    return names if report["options"].get("intra_op_threads") else tuple(n for n in names if n != "intra-op")
+
+
+def _keep(report: dict[str, Any], values: tuple[str, ...], at: int) -> tuple[str, ...]:
+    return values if report["options"].get("intra_op_threads") else values[:at] + values[at + 1:]
+
+
 def _header(console: Console, report: dict[str, Any]) -> None:
     host = report["host"]
     if report["kind"] == "local":
@@ -68,36 +82,42 @@ def _header(console: Console, report: dict[str, Any]) -> None:
 def _render_local(console: Console, report: dict[str, Any]) -> None:
     _header(console, report)
     models = Table(title="models (provenance)")
-    for col in ("recipe", "task", "backend", "model", "device", "load ms"):
-        models.add_column(col)
+    for col in ("recipe", "task", "backend", "sha256", "device", "load ms"):
+        models.add_column(col, min_width=_id_width(report) if col == "recipe" else None)
     for m in report["models"]:
-        models.add_row(m["recipe_id"], m["task"], m["backend"], m["model_id"], str(m["device"]), _ms(m["load_ms"]))
+        models.add_row(m["recipe_id"], m["task"], m["backend"], m["model_sha256"][:12], str(m["device"]), _ms(m["load_ms"]))
     console.print(models)
     device_rows = [(m, c) for m in report["models"] for c in m["device_only"]]
     if device_rows:
         table = Table(title="device-only (session.run on a synthetic batch; no pre/post-processing)")
-        for col in ("recipe", "batch", "threads", "intra-op", "items/s", "p50 ms", "p95 ms", "p99 ms", "batches seen", "errors"):
-            table.add_column(col, justify="right" if col not in ("recipe", "batches seen") else "left")
+        for col in _cols(report, ("recipe", "batch", "threads", "intra-op", "items/s", "p50 ms", "p95 ms", "p99 ms", "batches seen", "errors")):
+            table.add_column(col, justify="right" if col not in ("recipe", "batches seen") else "left",
+                             min_width=_id_width(report) if col == "recipe" else None)
         for m, c in device_rows:
             lat = c["latency_ms"]
-            table.add_row(m["recipe_id"], str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-"),
+            table.add_row(*_keep(report, (m["recipe_id"], str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-"),
                           f"{c['items_per_s']:.2f}", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
-                          ", ".join(f"{k}x{v}" for k, v in c["batch_sizes"].items()), str(sum(c["errors"].values()) or ""))
+                          ", ".join(f"{k}x{v}" for k, v in c["batch_sizes"].items()), str(sum(c["errors"].values()) or "")), 3))
         console.print(table)
     for task, data in report["tasks"].items():
-        table = Table(title=f"end-to-end {task} ({', '.join(data['recipes'].values())}) on {report['images']['count']} images")
-        for col in ("batch", "threads", "intra-op", "images/s", "p50 ms", "p95 ms", "p99 ms", "per model: device ms/item, host ms/item, batches", "errors"):
-            table.add_column(col, justify="left" if col.startswith("per model") else "right")
+        table = Table(title=f"end-to-end {task} on {report['images']['count']} images")
+        for col in _cols(report, ("batch", "threads", "intra-op", "images/s", "p50 ms", "p95 ms", "p99 ms", "errors")):
+            table.add_column(col, justify="right")
+        cost = Table(title=f"{task}: where the time goes, per model (ms per item)")
+        for col in _cols(report, ("batch", "threads", "intra-op", "model", "device", "host pre/post", "host share", "batches seen")):
+            cost.add_column(col, justify="left" if col in ("model", "batches seen") else "right",
+                            min_width=_id_width(report) if col == "model" else None)
         for c in data["cells"]:
             lat = c["latency_ms"]
-            per = "; ".join(
-                f"{rid}: {_ms(v['device_ms_per_item'])}, {_ms(v['host_ms_per_item'])}, "
-                + ",".join(f"{k}x{n}" for k, n in v["batch_sizes"].items())
-                for rid, v in c["models"].items()
-            )
-            table.add_row(str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-"), f"{c['items_per_s']:.2f}",
-                          _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]), per, str(sum(c["errors"].values()) or ""))
+            keys = _keep(report, (str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-")), 2)
+            table.add_row(*keys, f"{c['items_per_s']:.2f}", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
+                          str(sum(c["errors"].values()) or ""))
+            for rid, v in c["models"].items():
+                dev, host = v["device_ms_per_item"], v["host_ms_per_item"]
+                share = f"{100 * host / (host + dev):.0f}%" if dev is not None and host is not None and host + dev > 0 else "-"
+                cost.add_row(*keys, rid, _ms(dev), _ms(host), share, ", ".join(f"{k}x{n}" for k, n in v["batch_sizes"].items()))
         console.print(table)
+        console.print(cost)
         decode = (report["images"].get("decode_ms") or {}).get("p50")
         if decode is not None:
             console.print(f"  image decode (not in the numbers above): p50 {decode:.1f} ms per image")
