@@ -68,7 +68,7 @@ def _pick(info: dict[str, Any], *words: str) -> Any:
     return None
 
 
-def backend_report(session: SessionManager, name: str) -> dict[str, Any]:
+def backend_report(session: SessionManager, name: str, fallback_reason: str | None = None) -> dict[str, Any]:
     """Backend, device and runtime versions (HailoRT, driver) as the backend states them."""
     info = dict(session.backend(name).info())
     emulated = name == "hailo" and hailo_emulated()
@@ -79,7 +79,7 @@ def backend_report(session: SessionManager, name: str) -> dict[str, Any]:
         "runtime": info.get("runtime"),
         "hailort_version": _pick(info, "hailort") if name == "hailo" else None,
         "driver_version": _pick(info, "driver") if name == "hailo" else None,
-        "fallback_reason": session.fallback_reason,
+        "fallback_reason": fallback_reason,
         "info": info,
     }
 
@@ -309,6 +309,7 @@ class Bench:
         self.notices: list[str] = []
         self.models: dict[str, dict[str, Any]] = {}
         self.backend: dict[str, Any] | None = None
+        self._fallback: str | None = None
 
     # -- which recipes --------------------------------------------------------------------
     def _plan(self, probe: SessionManager) -> tuple[list[Recipe], dict[str, dict[str, Recipe]]]:
@@ -369,7 +370,7 @@ class Bench:
             "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in model.inputs],
         }
         if self.backend is None:
-            self.backend = backend_report(session, prov.backend)
+            self.backend = backend_report(session, prov.backend, self._fallback)
 
     def _warm(self, work: Callable[[], int]) -> None:
         for _ in range(self.opts.warmup):
@@ -500,8 +501,11 @@ class Bench:
         started = datetime.now(timezone.utc)
         with self.session_factory(self.settings, self.book) as probe:
             active = probe.active_backend
+            self._fallback = probe.fallback_reason
             self.notices.extend(probe.notices)
             models, plan = self._plan(probe)
+        if self.settings.backend == "auto":  # decided once: cell sessions must not probe (and warn) again
+            self.settings = self.settings.with_overrides(backend=active)
         device: dict[str, list[dict[str, Any]]] = {}
         if self.opts.device_only:
             for recipe in models:
@@ -518,7 +522,7 @@ class Bench:
                     tasks[task] = {"recipes": {t: r.id for t, r in stages.items()}, "cells": cells}
         if self.backend is None:
             with self.session_factory(self.settings, self.book) as probe:
-                self.backend = backend_report(probe, active)
+                self.backend = backend_report(probe, active, self._fallback)
         report = {
             "schema_version": SCHEMA_VERSION,
             "kind": "local",
