@@ -68,6 +68,22 @@ def _pick(info: dict[str, Any], *words: str) -> Any:
     return None
 
 
+def _hailort_version(info: dict[str, Any]) -> str | None:
+    found = _pick(info, "hailort")
+    if found:
+        return str(found)
+    runtime = str(info.get("runtime") or "")
+    return runtime.split()[-1] if runtime.startswith("HailoRT ") else None
+
+
+def _driver_version() -> str | None:
+    """The loaded hailo_pci kernel module's version (Linux sysfs), if any."""
+    try:
+        return Path("/sys/module/hailo_pci/version").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def backend_report(session: SessionManager, name: str, fallback_reason: str | None = None) -> dict[str, Any]:
     """Backend, device and runtime versions (HailoRT, driver) as the backend states them."""
     info = dict(session.backend(name).info())
@@ -77,8 +93,8 @@ def backend_report(session: SessionManager, name: str, fallback_reason: str | No
         "emulated": emulated,
         "device": info.get("device"),
         "runtime": info.get("runtime"),
-        "hailort_version": _pick(info, "hailort") if name == "hailo" else None,
-        "driver_version": _pick(info, "driver") if name == "hailo" else None,
+        "hailort_version": _hailort_version(info) if name == "hailo" else None,
+        "driver_version": (_pick(info, "driver") or _driver_version()) if name == "hailo" else None,
         "fallback_reason": fallback_reason,
         "info": info,
     }
@@ -500,8 +516,13 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
         with self.session_factory(self.settings, self.book) as probe:
-            active = probe.active_backend
+            try:
+                active = probe.active_backend
+            except Exception as exc:
+                raise _explain(exc) or exc
             self._fallback = probe.fallback_reason
+            if self._fallback and "OUT_OF_PHYSICAL_DEVICES" in self._fallback:
+                raise DeviceError(BUSY_HINT)  # a CPU benchmark instead would answer a question nobody asked
             self.notices.extend(probe.notices)
             models, plan = self._plan(probe)
         if self.settings.backend == "auto":  # decided once: cell sessions must not probe (and warn) again
