@@ -67,7 +67,13 @@ def _header(console: Console, report: dict[str, Any]) -> None:
         if b.get("fallback_reason"):
             console.print(f"[yellow]not on the NPU:[/] {escape(b['fallback_reason'])}")
     else:
-        console.print(f"[bold]service[/] {escape(report['service']['url'])}: {escape(str(report['service'].get('root', {}).get('body', '')))}")
+        service = report["service"]
+        console.print(f"[bold]service[/] {escape(service['url'])}: {escape(str(service.get('root', {}).get('body', '')))}")
+        health = service.get("health") or {}
+        if health.get("active_backend"):  # our serve describes itself at /health; Immich's has no such route
+            console.print(f"[bold]service backend[/] {escape(str(health['active_backend']))} (status {escape(str(health.get('status')))})")
+        if health.get("warning"):
+            console.print(f"[yellow]service warning:[/] {escape(str(health['warning']))}")
     if report.get("emulated"):
         console.print("[bold red]EMULATED[/]: the hailo_platform in use is a test double; these are not hardware numbers")
     console.print(f"[bold]host[/] {escape(str(host['cpu_model']))}, {host['cores_logical']} logical / {host['cores_physical'] or '?'} physical cores, "
