@@ -431,7 +431,7 @@ class Bench:
                         self.progress(f"device {recipe.id} batch={batch} threads={threads}"
                                       f"{'' if intra is None else f' intra-op={intra}'}: "
                                       f"{cell['items_per_s']:.1f} items/s, p50 {cell['latency_ms']['p50']} ms")
-        return cells
+        return with_speedup(cells)
 
     # -- end-to-end -----------------------------------------------------------------------
     def _work_for(self, task: str, session: SessionManager, stages: dict[str, Recipe], batch: int) -> Callable[[], int]:
@@ -494,7 +494,7 @@ class Bench:
                         work = self._work_for(task, session, stages, batch)
                     except ImportError as exc:
                         self.notices.append(f"{task}: end-to-end skipped, its pipeline is not available ({exc})")
-                        return cells
+                        return with_speedup(cells)
                     for threads in self.opts.threads:
                         self._warm(work)
                         before = session.stats()
@@ -510,7 +510,7 @@ class Bench:
                         self.progress(f"{task} batch={batch} threads={threads}"
                                       f"{'' if intra is None else f' intra-op={intra}'}: "
                                       f"{cell['items_per_s']:.2f} images/s, p50 {cell['latency_ms']['p50']} ms")
-        return cells
+        return with_speedup(cells)
 
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -567,6 +567,14 @@ class Bench:
         }
         report["advice"] = advise_local(report, self.opts.max_latency_ms)
         return report
+
+
+def with_speedup(cells: list[dict[str, Any]], key: str = "items_per_s") -> list[dict[str, Any]]:
+    """Each cell's throughput as a ratio to the sweep's first cell, measured in the same run."""
+    base = cells[0].get(key) if cells else None
+    for cell in cells:
+        cell["speedup_vs_first"] = round(cell[key] / base, 3) if base else None
+    return cells
 
 
 # ---- advice ---------------------------------------------------------------------------------

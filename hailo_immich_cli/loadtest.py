@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from hailo_immich_cli import __version__
-from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell
+from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
 from hailo_immich_cli.benchkit import host_info, loop_summary, percentiles_ms, timed_loop
 from hailo_immich_cli.errors import BadInputError
 
@@ -344,7 +344,7 @@ class LoadTest:
         for task in self.opts.tasks:
             if task not in URL_TASKS:
                 raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
-            tasks[task] = {"cells": [self.phase(task, c) for c in self.opts.concurrency]}
+            tasks[task] = {"cells": with_speedup([self.phase(task, c) for c in self.opts.concurrency], "requests_per_s")}
         health = service.get("health") or {}
         report = {
             "schema_version": SCHEMA_VERSION,

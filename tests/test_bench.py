@@ -29,7 +29,7 @@ BACKEND_KEYS = {"name", "emulated", "device", "runtime", "hailort_version", "dri
 HOST_KEYS = {"cpu_model", "cores_logical", "cores_physical", "cores_usable", "machine", "memory_mib", "os", "python"}
 MODEL_KEYS = {"recipe_id", "task", "backend", "model_sha256", "model_id", "device", "runtime", "recipe_batch_size",
               "load_ms", "inputs", "device_only"}
-CELL_KEYS = {"batch", "threads", "intra_op_threads", "calls", "items", "errors", "wall_s", "calls_per_s",
+CELL_KEYS = {"batch", "threads", "intra_op_threads", "calls", "items", "errors", "wall_s", "calls_per_s", "speedup_vs_first",
              "items_per_s", "latency_ms"}
 LATENCY_KEYS = {"p50", "p95", "p99", "mean", "min", "max"}
 
@@ -80,8 +80,10 @@ def test_device_only_batch_sweep_changes_what_the_backend_receives(cpu_models, r
         assert m["model_sha256"] == recipe.file().sha256 == sha256_of(cpu_models.models_dir / recipe.id / recipe.file().name)
         cells = m["device_only"]
         assert [(c["batch"], c["threads"]) for c in cells] == [(1, 1), (1, 2), (3, 1), (3, 2)]
+        assert cells[0]["speedup_vs_first"] == 1.0
         for c in cells:
             _check_cell(c, c["batch"], 3)
+            assert c["speedup_vs_first"] == pytest.approx(c["items_per_s"] / cells[0]["items_per_s"], rel=0.01)
             assert c["batch_sizes"] == {c["batch"]: 3}  # what the session handed the backend, warm-up excluded
 
     # independently: each batch got its own session, whose recipe carried the batch and whose

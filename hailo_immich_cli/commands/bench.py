@@ -42,6 +42,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _x(cell: dict[str, Any]) -> str:
+    ratio = cell.get("speedup_vs_first")
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def _id_width(report: dict[str, Any]) -> int:
     """Recipe ids are the provenance: keep them whole in narrow terminals."""
     return min(32, max((len(m["recipe_id"]) for m in report.get("models", [])), default=8))
@@ -96,18 +101,18 @@ def _render_local(console: Console, report: dict[str, Any]) -> None:
     device_rows = [(m, c) for m in report["models"] for c in m["device_only"]]
     if device_rows:
         table = Table(title="device-only (session.run on a synthetic batch; no pre/post-processing)")
-        for col in _cols(report, ("recipe", "batch", "threads", "intra-op", "items/s", "p50 ms", "p95 ms", "p99 ms", "batches seen", "errors")):
+        for col in _cols(report, ("recipe", "batch", "threads", "intra-op", "items/s", "x first", "p50 ms", "p95 ms", "p99 ms", "batches seen", "errors")):
             table.add_column(col, justify="right" if col not in ("recipe", "batches seen") else "left",
                              min_width=_id_width(report) if col == "recipe" else None)
         for m, c in device_rows:
             lat = c["latency_ms"]
             table.add_row(*_keep(report, (m["recipe_id"], str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-"),
-                          f"{c['items_per_s']:.2f}", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
+                          f"{c['items_per_s']:.2f}", _x(c), _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
                           ", ".join(f"{k}x{v}" for k, v in c["batch_sizes"].items()), str(sum(c["errors"].values()) or "")), 3))
         console.print(table)
     for task, data in report["tasks"].items():
         table = Table(title=f"end-to-end {task} on {report['images']['count']} images")
-        for col in _cols(report, ("batch", "threads", "intra-op", "images/s", "p50 ms", "p95 ms", "p99 ms", "errors")):
+        for col in _cols(report, ("batch", "threads", "intra-op", "images/s", "x first", "p50 ms", "p95 ms", "p99 ms", "errors")):
             table.add_column(col, justify="right")
         cost = Table(title=f"{task}: where the time goes, per model (ms per item)")
         for col in _cols(report, ("batch", "threads", "intra-op", "model", "device", "host pre/post", "host share", "batches seen")):
@@ -116,7 +121,7 @@ def _render_local(console: Console, report: dict[str, Any]) -> None:
         for c in data["cells"]:
             lat = c["latency_ms"]
             keys = _keep(report, (str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-")), 2)
-            table.add_row(*keys, f"{c['items_per_s']:.2f}", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
+            table.add_row(*keys, f"{c['items_per_s']:.2f}", _x(c), _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
                           str(sum(c["errors"].values()) or ""))
             for rid, v in c["models"].items():
                 dev, host = v["device_ms_per_item"], v["host_ms_per_item"]
@@ -138,11 +143,11 @@ def _render_url(console: Console, report: dict[str, Any]) -> None:
                   f"(requests rejected before inference; statuses {ctl['client_ceiling']['statuses']})")
     for task, data in report["tasks"].items():
         table = Table(title=f"/predict {task} ({report['options']['model_names'][task]})")
-        for col in ("concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "ok", "errors by status", "/ping p95 ms", "/ping errors"):
+        for col in ("concurrency", "req/s", "x first", "p50 ms", "p95 ms", "p99 ms", "ok", "errors by status", "/ping p95 ms", "/ping errors"):
             table.add_column(col, justify="right")
         for c in data["cells"]:
             lat, ping = c["latency_ms"], c["ping_under_load"]
-            table.add_row(str(c["concurrency"]), f"{c['requests_per_s']:.2f}", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
+            table.add_row(str(c["concurrency"]), f"{c['requests_per_s']:.2f}", _x(c), _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
                           str(c["calls"]), ", ".join(f"{k}: {v}" for k, v in c["errors"].items()),
                           _ms(ping["latency_ms"]["p95"]), ", ".join(f"{k}: {v}" for k, v in ping["errors"].items()))
         console.print(table)
