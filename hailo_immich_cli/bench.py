@@ -434,7 +434,9 @@ class Bench:
         return with_speedup(cells)
 
     # -- end-to-end -----------------------------------------------------------------------
-    def _work_for(self, task: str, session: SessionManager, stages: dict[str, Recipe], batch: int) -> Callable[[], int]:
+    def _work_for(self, task: str, session: SessionManager, stages: dict[str, Recipe], batch: int,
+                  found: list[int]) -> Callable[[], int]:
+        """One end-to-end call; appends what it found (faces, text lines) per image to `found`."""
         assert self.images is not None
         images = self.images.images
         counter = itertools.count()
@@ -447,12 +449,22 @@ class Bench:
 
             det = stages["face-detection"].id
             rec = stages["face-recognition"].id if "face-recognition" in stages else None
-            return lambda: (analyze_faces(session, next_image(), detector=det, recognizer=rec, embed=rec is not None), 1)[1]
+
+            def faces_work() -> int:
+                found.append(len(analyze_faces(session, next_image(), detector=det, recognizer=rec, embed=rec is not None).faces))
+                return 1
+
+            return faces_work
         if task == "ocr":
             from hailo_immich_cli.ocr import read_text
 
             det, rec = stages["ocr-detection"].id, stages["ocr-recognition"].id
-            return lambda: (read_text(session, next_image(), detector=det, recognizer=rec), 1)[1]
+
+            def ocr_work() -> int:
+                found.append(len(read_text(session, next_image(), detector=det, recognizer=rec).lines))
+                return 1
+
+            return ocr_work
         if task == "clip":
             from hailo_immich_cli.clip import encode_images
 
@@ -491,12 +503,14 @@ class Bench:
                     for recipe in stages.values():
                         self._describe(session, open_model(session, recipe.id))
                     try:
-                        work = self._work_for(task, session, stages, batch)
+                        found: list[int] = []
+                        work = self._work_for(task, session, stages, batch, found)
                     except ImportError as exc:
                         self.notices.append(f"{task}: end-to-end skipped, its pipeline is not available ({exc})")
                         return with_speedup(cells)
                     for threads in self.opts.threads:
                         self._warm(work)
+                        found.clear()
                         before = session.stats()
                         loop = self._loop(work, threads)
                         per_model = _stats_delta(before, session.stats())
@@ -504,6 +518,7 @@ class Bench:
                         cell = {"batch": batch, "threads": threads, "intra_op_threads": intra,
                                 **loop_summary(loop), "batch_recipe": batch_recipe,
                                 "batch_applies": batch_task == TASKS[task][1],
+                                "found_per_image": round(sum(found) / len(found), 3) if found else None,
                                 "batch_honoured": None if seen is None else seen <= batch,
                                 "models": per_model}
                         cells.append(cell)
@@ -535,6 +550,9 @@ class Bench:
         if self.opts.end_to_end:
             if self.images is None:
                 self.images = load_images(None)
+            if "faces" in plan and self.images.source.startswith("synthetic"):
+                self.notices.append("faces: the synthetic images have no faces, so the recogniser is not exercised; "
+                                    "give --images DIR with photos of people")
             for task, stages in plan.items():
                 if self.opts.recipes and not any(r.id in self.opts.recipes for r in stages.values()):
                     continue

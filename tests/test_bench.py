@@ -227,6 +227,7 @@ def test_end_to_end_ocr_batch_sweep_reaches_the_recogniser(cpu_models, recipe_bo
         assert rec["items"] == sum(k * v for k, v in rec["batch_sizes"].items())
     # the same lines went through in both cells, in batches of 1 and then of up to 4
     assert cells[0]["models"]["ppocrv5-mobile-rec-cpu"]["items"] == cells[1]["models"]["ppocrv5-mobile-rec-cpu"]["items"]
+    assert cells[0]["found_per_image"] == cells[1]["found_per_image"] > 4  # same lines whatever the batch
     assert report["images"]["count"] == 1 and report["advice"][0]["scope"] == "ocr"
     assert report["advice"][0]["env"]["MACHINE_LEARNING_MAX_BATCH_SIZE__OCR"] in ("1", "4")
 
@@ -245,3 +246,4 @@ def test_end_to_end_faces_on_real_photos(cpu_models, recipe_book, tmp_path, phot
     for cell in cells:
         _check_cell(cell, 1, 4)
         assert cell["models"][detector]["calls"] == 4
+        assert cell["found_per_image"] >= 1  # both photos show a face

@@ -112,7 +112,7 @@ def _render_local(console: Console, report: dict[str, Any]) -> None:
         console.print(table)
     for task, data in report["tasks"].items():
         table = Table(title=f"end-to-end {task} on {report['images']['count']} images")
-        for col in _cols(report, ("batch", "threads", "intra-op", "images/s", "x first", "p50 ms", "p95 ms", "p99 ms", "errors")):
+        for col in _cols(report, ("batch", "threads", "intra-op", "images/s", "x first", "p50 ms", "p95 ms", "p99 ms", "found/image", "errors")):
             table.add_column(col, justify="right")
         cost = Table(title=f"{task}: where the time goes, per model (ms per item)")
         for col in _cols(report, ("batch", "threads", "intra-op", "model", "device", "host pre/post", "host share", "batches seen")):
@@ -122,6 +122,7 @@ def _render_local(console: Console, report: dict[str, Any]) -> None:
             lat = c["latency_ms"]
             keys = _keep(report, (str(c["batch"]), str(c["threads"]), str(c["intra_op_threads"] or "-")), 2)
             table.add_row(*keys, f"{c['items_per_s']:.2f}", _x(c), _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]),
+                          "-" if c.get("found_per_image") is None else f"{c['found_per_image']:.1f}",
                           str(sum(c["errors"].values()) or ""))
             for rid, v in c["models"].items():
                 dev, host = v["device_ms_per_item"], v["host_ms_per_item"]
