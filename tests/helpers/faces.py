@@ -1,0 +1,307 @@
+"""Test helpers for the face pipeline: independent reference code and generated ONNX models.
+
+The references here are written loop-by-loop from the published algorithms (InsightFace's SCRFD
+wrapper as Immich runs it, CenterFace as deface decodes it), deliberately unlike the vectorised
+product code, so that a shared mistake is unlikely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64
+)
+STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class PlantedFace:
+    """A face placed at one anchor of the SCRFD grid, in detector-canvas pixels."""
+
+    stride: int
+    row: int
+    col: int
+    anchor: int
+    score: float
+    ltrb: tuple[float, float, float, float]  # distances from the anchor centre, in pixels
+    kps: np.ndarray  # (5, 2) offsets from the anchor centre, in pixels
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.col * self.stride, self.row * self.stride  # InsightFace: no half-cell shift
+
+    @property
+    def box(self) -> np.ndarray:
+        cx, cy = self.center
+        l, t, r, b = self.ltrb
+        return np.array([cx - l, cy - t, cx + r, cy + b])
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        cx, cy = self.center
+        return np.asarray(self.kps) + np.array([cx, cy])
+
+
+def encode_scrfd(faces: list[PlantedFace], canvas: int = 640, num_anchors: int = 2, background: float = 0.0):
+    """Raw SCRFD maps holding the planted faces: {stride: (scores (H,W,A), boxes (H,W,A,4), kps (H,W,A,10))}."""
+    maps = {}
+    for s in STRIDES:
+        g = canvas // s
+        maps[s] = (
+            np.full((g, g, num_anchors), background, np.float32),
+            np.zeros((g, g, num_anchors, 4), np.float32),
+            np.zeros((g, g, num_anchors, 10), np.float32),
+        )
+    for f in faces:
+        scores, boxes, kps = maps[f.stride]
+        scores[f.row, f.col, f.anchor] = f.score
+        boxes[f.row, f.col, f.anchor] = np.asarray(f.ltrb) / f.stride
+        kps[f.row, f.col, f.anchor] = (np.asarray(f.kps) / f.stride).reshape(10)
+    return maps
+
+
+def as_hailo_nhwc(maps) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The HEF layout: per stride (H,W,A), (H,W,4A), (H,W,10A) with a batch dim."""
+    out = {}
+    for s, (sc, bx, kp) in maps.items():
+        h, w, a = sc.shape
+        out[s] = (sc[None].copy(), bx.reshape(h, w, 4 * a)[None].copy(), kp.reshape(h, w, 10 * a)[None].copy())
+    return out
+
+
+def as_insightface_flat(maps) -> list[np.ndarray]:
+    """The 9-output ONNX layout: scores (N,1) x3, boxes (N,4) x3, kps (N,10) x3, strides 8/16/32."""
+    scores = [maps[s][0].reshape(-1, 1) for s in STRIDES]
+    boxes = [maps[s][1].reshape(-1, 4) for s in STRIDES]
+    kps = [maps[s][2].reshape(-1, 10) for s in STRIDES]
+    return scores + boxes + kps
+
+
+def reference_scrfd_decode(per_stride, threshold: float, num_anchors: int = 2):
+    """Loop decoder: per_stride {s: (scores (H,W,A), boxes (H,W,A,4), kps (H,W,A,10))} -> list of (box, score, kps)."""
+    found = []
+    for s in STRIDES:
+        scores, boxes, kps = per_stride[s]
+        h, w, _ = scores.shape
+        for row in range(h):
+            for col in range(w):
+                for a in range(num_anchors):
+                    score = float(scores[row, col, a])
+                    if score < threshold:
+                        continue
+                    cx, cy = col * s, row * s
+                    l, t, r, b = (float(v) * s for v in boxes[row, col, a])
+                    pts = [(cx + float(kps[row, col, a, 2 * k]) * s, cy + float(kps[row, col, a, 2 * k + 1]) * s) for k in range(5)]
+                    found.append(([cx - l, cy - t, cx + r, cy + b], score, pts))
+    return found
+
+
+def reference_nms(dets: list, thresh: float, plus_one: bool = True) -> list:
+    """Greedy NMS over (box, score, kps) tuples, one pair at a time."""
+    one = 1.0 if plus_one else 0.0
+    order = sorted(range(len(dets)), key=lambda i: -dets[i][1])
+    kept = []
+    for i in order:
+        bi = dets[i][0]
+        ok = True
+        for j in kept:
+            bj = dets[j][0]
+            iw = max(0.0, min(bi[2], bj[2]) - max(bi[0], bj[0]) + one)
+            ih = max(0.0, min(bi[3], bj[3]) - max(bi[1], bj[1]) + one)
+            inter = iw * ih
+            ai = (bi[2] - bi[0] + one) * (bi[3] - bi[1] + one)
+            aj = (bj[2] - bj[0] + one) * (bj[3] - bj[1] + one)
+            if inter / (ai + aj - inter) > thresh:
+                ok = False
+                break
+        if ok:
+            kept.append(i)
+    return [dets[i] for i in kept]
+
+
+def reference_centerface_decode(heatmap, scale, offset, lms, stride: int, threshold: float) -> list:
+    """CenterFace decoding one cell at a time, as deface describes it (without its clipping)."""
+    found = []
+    h, w = heatmap.shape[-2:]
+    for r in range(h):
+        for c in range(w):
+            score = float(heatmap[0, r, c])
+            if score < threshold:
+                continue
+            bh, bw = np.exp(float(scale[0, r, c])) * stride, np.exp(float(scale[1, r, c])) * stride
+            x1 = (c + float(offset[1, r, c]) + 0.5) * stride - bw / 2
+            y1 = (r + float(offset[0, r, c]) + 0.5) * stride - bh / 2
+            pts = [(float(lms[2 * k + 1, r, c]) * bw + x1, float(lms[2 * k, r, c]) * bh + y1) for k in range(5)]
+            found.append(([x1, y1, x1 + bw, y1 + bh], score, pts))
+    return found
+
+
+def reference_immich_detect(bgr: np.ndarray, run, threshold: float, size: int = 640, nms_thresh: float = 0.4):
+    """Immich/InsightFace detection end to end: BGR image in, [(box, score, kps)] in image pixels.
+
+    `run(blob)` returns the 9 raw outputs. Preprocessing: int() fit to size x size, cv2 linear
+    resize, top-left canvas, cv2.dnn.blobFromImage(1/128, mean 127.5, swapRB).
+    """
+    import cv2
+
+    h, w = bgr.shape[:2]
+    if h / w > 1:
+        new_h, new_w = size, int(size / (h / w))
+    else:
+        new_w, new_h = size, int(size * (h / w))
+    det_scale = float(new_h) / h
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h))
+    blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (size, size), (127.5, 127.5, 127.5), swapRB=True)
+    outs = run(blob)
+    per_stride = {}
+    for i, s in enumerate(STRIDES):
+        g = size // s
+        per_stride[s] = (
+            np.asarray(outs[i]).reshape(g, g, 2),
+            np.asarray(outs[3 + i]).reshape(g, g, 2, 4),
+            np.asarray(outs[6 + i]).reshape(g, g, 2, 10),
+        )
+    dets = reference_scrfd_decode(per_stride, threshold)
+    dets = [([v / det_scale for v in b], sc, [(x / det_scale, y / det_scale) for x, y in p]) for b, sc, p in dets]
+    return reference_nms(dets, nms_thresh)
+
+
+def reference_immich_embed(bgr: np.ndarray, landmarks: np.ndarray, run) -> np.ndarray:
+    """Immich/InsightFace recognition: skimage similarity, cv2 warp, blobFromImages(1/127.5, swapRB)."""
+    import cv2
+
+    crops = []
+    for lm in landmarks:
+        crops.append(cv2.warpAffine(bgr, skimage_similarity(lm, ARCFACE_TEMPLATE), (112, 112), borderValue=0.0))
+    blob = cv2.dnn.blobFromImages(crops, 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=True)
+    return np.asarray(run(blob), np.float32)
+
+
+def skimage_similarity(src, dst) -> np.ndarray:
+    """scikit-image's Umeyama similarity (what insightface's norm_crop calls), as a 2x3 matrix."""
+    import warnings
+
+    from skimage.transform import SimilarityTransform
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        tform = SimilarityTransform()
+        tform.estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))
+    return tform.params[0:2, :]
+
+
+# ---- generated ONNX models -------------------------------------------------------------------
+
+
+def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = None, self_normalising: bool = False) -> Path:
+    """An ONNX model with ArcFace's signature: input.1 (N,3,112,112) float -> (N,512).
+
+    No pretrained face-recognition weights are reachable offline (models.md §2), so this is a
+    fixed random net (conv stride 2 + ReLU + 4x4 average pool + linear): real ONNX Runtime
+    execution, real shapes and batching, but no identity knowledge. `self_normalising` puts
+    (x - 127.5) * (1/127.5) inside the graph as nodes named Sub_0 / Mul_1, as MXNet-style exports do.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    conv_w = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
+    conv_b = rng.normal(0, 0.1, (8,)).astype(np.float32)
+    fc_w = rng.normal(0, 0.05, (8 * 14 * 14, 512)).astype(np.float32)
+    fc_b = rng.normal(0, 0.1, (512,)).astype(np.float32)
+    batch = fixed_batch if fixed_batch else "None"
+    first = "input.1"
+    nodes = []
+    extra = []
+    if self_normalising:
+        extra = [numpy_helper.from_array(np.float32(127.5).reshape(1), "mean"), numpy_helper.from_array(np.float32(1 / 127.5).reshape(1), "inv_std")]
+        nodes = [
+            helper.make_node("Sub", ["input.1", "mean"], ["centred"], name="Sub_0"),
+            helper.make_node("Mul", ["centred", "inv_std"], ["normed"], name="Mul_1"),
+        ]
+        first = "normed"
+    nodes += [
+        helper.make_node("Conv", [first, "conv_w", "conv_b"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "arcface_like",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, 512])],
+        [numpy_helper.from_array(a, n) for a, n in ((conv_w, "conv_w"), (conv_b, "conv_b"), (fc_w, "fc_w"), (fc_b, "fc_b"))] + extra,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0, input_hw: tuple[int, int] | None = None) -> Path:
+    """An ONNX detector with buffalo_l's 9-output signature whose outputs hold the planted faces.
+
+    Boxes and keypoints are constants; each score is sigmoid(logit + gain * mean(R + 0.2 G - B)) of
+    the preprocessed input, so a wrong normalisation, resize or channel order changes the scores. `maps` holds logits
+    (from encode_scrfd with logit scores). Input input.1 (1,3,?,?) or a static `input_hw`,
+    outputs (N,1)/(N,4)/(N,10).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    flat = as_insightface_flat(maps)
+    # Channel weights (1, 0.2, -1): a red/blue swap or a wrong mean/std changes every score.
+    mix = np.array([1.0, 0.2, -1.0], np.float32).reshape(1, 3, 1, 1)
+    inits = [
+        numpy_helper.from_array(mix, "mix"),
+        numpy_helper.from_array(np.array([1, 1], np.int64), "shape11"),
+        numpy_helper.from_array(np.float32(input_gain).reshape(1), "gain"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "mix"], ["mixed"]),
+        helper.make_node("ReduceMean", ["mixed"], ["m4"], keepdims=1),
+        helper.make_node("Reshape", ["m4", "shape11"], ["m"]),
+        helper.make_node("Mul", ["m", "gain"], ["gm"]),
+        helper.make_node("Mul", ["m", "zero"], ["zm"]),
+    ]
+    names = ["448", "471", "494", "451", "474", "497", "454", "477", "500"]
+    outputs = []
+    for i, (name, value) in enumerate(zip(names, flat)):
+        const = f"const{i}"
+        inits.append(numpy_helper.from_array(value.astype(np.float32), const))
+        if i < 3:
+            nodes.append(helper.make_node("Add", [const, "gm"], [f"logit{i}"]))
+            nodes.append(helper.make_node("Sigmoid", [f"logit{i}"], [name]))
+        else:
+            nodes.append(helper.make_node("Add", [const, "zm"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
+    graph = helper.make_graph(
+        nodes, "buffalo_like_det",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *(input_hw or ("?", "?"))])],
+        outputs, inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image (so resizes and warps have something to interpolate)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+    return np.ascontiguousarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC))
