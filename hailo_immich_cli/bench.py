@@ -542,6 +542,10 @@ class Bench:
             models, plan = self._plan(probe)
         if self.settings.backend == "auto":  # decided once: cell sessions must not probe (and warn) again
             self.settings = self.settings.with_overrides(backend=active)
+        per_config = max(1, len(self.opts.intra_op)) * len(self.opts.batches) * len(self.opts.threads)
+        cells = per_config * ((len(models) if self.opts.device_only else 0) + (len(plan) if self.opts.end_to_end else 0))
+        bound = f"about {cells * self.opts.duration_s:.0f} s" if self.opts.duration_s else f"{self.opts.count} calls each"
+        self.progress(f"{cells} cells to measure ({bound}, plus warm-up and model loads)")
         device: dict[str, list[dict[str, Any]]] = {}
         if self.opts.device_only:
             for recipe in models:
