@@ -253,6 +253,10 @@ class LoadTest:
     def __init__(self, url: str, options: UrlOptions, images: list[bytes], images_source: str,
                  progress: Callable[[str], None] | None = None):
         self.target = Target.parse(url)
+        if options.duration_s is None and options.count is None:
+            raise BadInputError("give --duration, --count or both: a load test is always bounded")
+        if not images and any(t != "clip-text" for t in options.tasks):
+            raise BadInputError("no images to send")
         self.opts = options
         self.images = images
         self.images_source = images_source
