@@ -107,12 +107,13 @@ def test_synthetic_feeds_follow_the_loaded_model(cpu_session):
     assert all(v.shape[0] == 2 for v in out.values())
 
 
-def test_cli_device_json_and_table(cpu_models):
+def test_cli_device_json_and_table(cpu_models, tmp_path):
     args = ["bench", "--backend", "cpu", "--models-dir", str(cpu_models.models_dir), "--recipe", "ppocrv5-mobile-rec-cpu",
             "--mode", "device", "--batch", "1,2", "--count", "3", "--warmup", "1"]
-    result = runner.invoke(app, args + ["--json"])
+    result = runner.invoke(app, args + ["--json", "--output", str(tmp_path / "report.json")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
     assert [c["batch_sizes"] for c in report["models"][0]["device_only"]] == [{"1": 3}, {"2": 3}]
     assert report["advice"][0]["recipe_batch_size"] in ({"ppocrv5-mobile-rec-cpu": 1}, {"ppocrv5-mobile-rec-cpu": 2})
     result = runner.invoke(app, args)
