@@ -106,6 +106,9 @@ class Fetcher:
                 return FetchResult(recipe.id, spec.name, "fetched", target, source=label)
             except FetchError as exc:
                 errors.append(f"{label}: {exc}")
+        if not errors and spec.role == "weights":
+            errors.append(f"made locally, not downloaded: run `hailo-immich extract-weights --recipe {recipe.id} CHECKPOINT` "
+                          "(the recipe's [weights] table names the checkpoint)")
         if not errors:
             errors.append("the recipe names no source for this file (and no --from mirror has it)")
         return FetchResult(recipe.id, spec.name, "failed", None, error="; ".join(errors))

@@ -50,7 +50,7 @@ def open_session(settings: Settings) -> SessionManager:
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    stderr_console().print(f"[bold red]error:[/] {escape(message)}")
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

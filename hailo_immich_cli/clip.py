@@ -1,0 +1,414 @@
+"""CLIP smart search: image and text embeddings, L2-normalised, with the model that made them.
+
+Everything model-specific comes from the recipe:
+- images: `[preprocess] resize` = `shortest-crop` (Immich's path for its exports: PIL resize of the
+  shorter side to `size`, `int()` centre crop), `crop-resize` (centre square crop, then resize) or
+  `squash`; `interpolation` = a PIL filter; normalisation on the host or on the chip (tensors.py).
+- text: `[tokenizer]` (tokenizers.py) and `[text] feed`:
+  `token-ids` (ONNX exports take ids), or `token-embeddings` (the Hailo text encoders start after
+  the embedding lookup: the host looks rows up in the extracted weights `.npz` and feeds them).
+  `[text] output` = `pooled` (the graph returns the embedding) or `eot-projection` (the graph returns
+  the whole sequence; the host takes the row at the first EOT and multiplies by `text_projection`).
+
+The host-side text steps are pure functions (`token_embeddings`, `quantize`, `pool_text_output`)
+so they are testable without a device.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from hailo_immich_cli.backends.base import Provenance
+from hailo_immich_cli.errors import (
+    BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
+)
+from hailo_immich_cli.model_files import sha256_of
+from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
+from hailo_immich_cli.tokenizers import TextTokenizer, build_tokenizer
+
+VISUAL, TEXTUAL = "clip-visual", "clip-textual"
+_MAX_RATIO = 32
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS,
+            "nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # (N, D) float32, L2-normalised
+    provenance: Provenance
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+
+def _size(pre: Mapping[str, Any]) -> int:
+    size = pre.get("size", 224)
+    return int(size[0] if isinstance(size, list) else size)
+
+
+def resize_for_clip(rgb: np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
+    """One HxWx3 uint8 RGB image -> SxSx3 uint8, by the recipe's resize mode."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
+        raise BadInputError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+    size = _size(pre)
+    mode = pre.get("resize", "shortest-crop")
+    resample = _FILTERS[pre.get("interpolation", "bicubic")]
+    img = Image.fromarray(rgb)
+    w, h = img.size
+    if mode == "shortest-crop":
+        # Immich's visual path (resize_pil + crop_pil), including its int() truncations. Only the
+        # centre square survives the crop, so an extreme strip (1 x 100000 px) is first cut to its
+        # central 32:1 part: resizing all of it would allocate gigabytes. Up to 32:1 this is exact.
+        if max(w, h) > _MAX_RATIO * min(w, h):
+            keep = _MAX_RATIO * min(w, h)
+            box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
+            img = img.crop(box)
+            w, h = img.size
+        new = (size, int(h / w * size)) if w < h else (int(w / h * size), size)
+        img = img.resize(new, resample=resample)
+        w, h = img.size
+        left, upper = int(w / 2 - size / 2), int(h / 2 - size / 2)
+        img = img.crop((left, upper, left + size, upper + size))
+    elif mode == "crop-resize":
+        side = min(w, h)
+        left, upper = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, upper, left + side, upper + side)).resize((size, size), resample=resample)
+    elif mode == "squash":
+        img = img.resize((size, size), resample=resample)
+    else:
+        raise RecipeError("(recipe)", "preprocess.resize", f"unknown mode {mode!r} (shortest-crop, crop-resize, squash)")
+    return np.asarray(img, dtype=np.uint8)
+
+
+_RESIZE_MODES = ("shortest-crop", "crop-resize", "squash")
+_CHOICES = {
+    ("preprocess", "resize"): _RESIZE_MODES,
+    ("preprocess", "interpolation"): tuple(_FILTERS),
+    ("text", "feed"): ("token-ids", "token-embeddings"),
+    ("text", "output"): ("pooled", "eot-projection"),
+    ("tokenizer", "kind"): ("clip-bpe", "sentencepiece", "hf-json"),
+}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """The CLIP-specific recipe keys, checked once per recipe with errors naming file and key."""
+    if recipe.id in _VALID:
+        return
+    tables = {"preprocess": recipe.preprocess, "text": recipe.raw.get("text", {}), "tokenizer": recipe.raw.get("tokenizer", {})}
+    for (table, key), choices in _CHOICES.items():
+        value = tables[table].get(key)
+        if value is not None and value not in choices:
+            raise RecipeError(str(recipe.path), f"{table}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
+    if recipe.task == TEXTUAL:
+        if "kind" not in tables["tokenizer"]:
+            raise RecipeError(str(recipe.path), "tokenizer.kind", "is required for a clip-textual recipe")
+        if tables["text"].get("feed") == "token-embeddings" and not recipe.has_file("weights"):
+            raise RecipeError(str(recipe.path), "files", "feed = token-embeddings needs a file with role = \"weights\"")
+        if tables["text"].get("output") == "eot-projection" and "eot_id" not in tables["text"]:
+            raise RecipeError(str(recipe.path), "text.eot_id", "is required with output = eot-projection")
+    _VALID.add(recipe.id)
+
+
+_VALID: set[str] = set()
+
+
+def prepare_images(recipe: Recipe, images: Sequence[np.ndarray]) -> np.ndarray:
+    """Decoded RGB images -> the recipe's visual input batch (resize, crop, normalisation, layout, dtype)."""
+    check_recipe(recipe)
+    size = _size(recipe.preprocess)
+    if not images:
+        return image_input(np.zeros((0, size, size, 3), np.uint8), recipe)
+    batch = np.stack([resize_for_clip(img, recipe.preprocess) for img in images])
+    return image_input(batch, recipe)
+
+
+def check_preprocess_cfg(recipe: Recipe, path: Path) -> None:
+    """Immich reads size/mean/std from the export's preprocess_cfg.json; it must agree with the recipe."""
+    import json
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelCorruptError(recipe.id, str(path), f"not JSON: {exc}") from exc
+    pre = recipe.preprocess
+    size = cfg.get("size")
+    size = size[0] if isinstance(size, list) else size
+    problems = []
+    if size is not None and int(size) != _size(pre):
+        problems.append(f"size {size} != {_size(pre)}")
+    for key in ("mean", "std"):
+        if key in cfg and key in pre and not np.allclose(cfg[key], pre[key], rtol=0, atol=1e-7):
+            problems.append(f"{key} {cfg[key]} != {pre[key]}")
+    if problems:
+        raise ModelMismatchError(f"recipe {recipe.id}: {path.name} disagrees with the recipe: {'; '.join(problems)}")
+
+
+def _output(recipe: Recipe, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    name = recipe.outputs[0].name if recipe.outputs and recipe.outputs[0].name else None
+    if name is not None:
+        if name not in outputs:
+            raise ModelMismatchError(f"recipe {recipe.id} names output '{name}', the model returned {sorted(outputs)}")
+        return outputs[name]
+    return next(iter(outputs.values()))
+
+
+def _finish(recipe: Recipe, raw: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(raw, dtype=np.float32).reshape(raw.shape[0], -1)
+    if recipe.embedding_dim is not None and vectors.shape[1] != recipe.embedding_dim:
+        raise ModelMismatchError(f"recipe {recipe.id}: the model returned {vectors.shape[1]}-d vectors, the recipe says {recipe.embedding_dim}")
+    return l2_normalize(vectors)
+
+
+def _chunks(n: int, step: int) -> list[slice]:
+    step = max(1, step)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def encode_images(session, images: Sequence[np.ndarray], model: str | None = None) -> Embeddings:
+    """Image embeddings (N, D), L2-normalised, in input order."""
+    recipe = session.resolve(VISUAL, model)
+    parts: list[np.ndarray] = []
+    provenance = session.model(recipe.id).provenance
+    for part in _chunks(len(images), recipe.batch_size):
+        with session.host_time(recipe.id):
+            feed = prepare_images(recipe, images[part])
+        done = encode_prepared(session, recipe, feed)
+        parts.append(done.vectors)
+        provenance = done.provenance
+    vectors = np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
+    return Embeddings(vectors, provenance)
+
+
+def encode_prepared(session, recipe: Recipe, feed: np.ndarray) -> Embeddings:
+    """Run an already prepared visual batch (from `prepare_images`); for callers that decode and
+    prepare one image at a time (the `embed` command) and batch afterwards."""
+    loaded = session.model(recipe.id)
+    _check_visual_files(session, recipe)
+    result = session.run(recipe.id, {input_name(recipe, loaded.inputs): feed})
+    with session.host_time(recipe.id):
+        vectors = _finish(recipe, _output(recipe, result.outputs))
+    return Embeddings(vectors, result.provenance)
+
+
+_CHECKED: set[tuple[str, str]] = set()
+
+
+def _check_visual_files(session, recipe: Recipe) -> None:
+    if not recipe.has_file("preprocess_cfg"):
+        return
+    spec = recipe.file("preprocess_cfg")
+    path = session.files.find(recipe, spec)
+    if path is None or (recipe.id, str(path)) in _CHECKED:
+        return
+    check_preprocess_cfg(recipe, path)
+    _CHECKED.add((recipe.id, str(path)))
+
+
+def paired_model(recipes, model: str | None, task: str) -> str | None:
+    """A recipe id of the other CLIP tower becomes its `[clip] pair` (so one --model serves images and text)."""
+    if not model:
+        return model
+    try:
+        recipe = recipes.get(model)
+    except UnknownModelError:
+        return model  # an Immich model name: resolved per task as usual
+    pair = recipe.raw.get("clip", {}).get("pair")
+    return pair if recipe.task != task and pair else model
+
+
+# ---- text: pure host-side steps -------------------------------------------------------------
+
+
+def token_embeddings(ids: np.ndarray, token_embedding: np.ndarray, positional: np.ndarray | None = None) -> np.ndarray:
+    """(N, L) ids -> (N, L, W) float32 rows of the embedding table (+ positional rows if given)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= token_embedding.shape[0]):
+        raise BadInputError(f"token id out of range for a {token_embedding.shape[0]}-row embedding table")
+    x = token_embedding[ids].astype(np.float32, copy=False)
+    if positional is not None:
+        x = x + positional[: ids.shape[1]].astype(np.float32, copy=False)[None]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: float, dtype: str = "uint16") -> np.ndarray:
+    """Host-side quantisation for a UINT8/UINT16 device input: round(x / scale + zp), clipped."""
+    if not scale:
+        raise ModelMismatchError("the model's input has no quantisation scale; feed float32 instead (recipe inputs dtype)")
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(np.rint(x / np.float32(scale) + np.float32(zero_point)), info.min, info.max).astype(dtype)
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + eps) * weight + bias).astype(np.float32)
+
+
+def eot_positions(ids: np.ndarray, eot_id: int) -> np.ndarray:
+    """Index of the first EOT per row (CLIP pools there; padding with EOT does not move it)."""
+    hits = ids == eot_id
+    if not hits.any(axis=1).all():
+        raise BadInputError("a token row has no end-of-text token")
+    return hits.argmax(axis=1)
+
+
+def pool_text_output(
+    out: np.ndarray,
+    ids: np.ndarray,
+    *,
+    mode: str,
+    eot_id: int,
+    projection: np.ndarray | None = None,
+    ln_weight: np.ndarray | None = None,
+    ln_bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """Device output -> unnormalised text embeddings (N, D).
+
+    `pooled`: the graph already pooled (and projected); just flatten.
+    `eot-projection`: out is the sequence (N, L, W) in any equivalent shape; take the row at the
+    first EOT, optionally apply the final LayerNorm, then `@ projection` (W, D).
+    """
+    n = ids.shape[0]
+    if mode == "pooled":
+        return np.asarray(out, dtype=np.float32).reshape(n, -1)
+    if mode != "eot-projection":
+        raise RecipeError("(recipe)", "text.output", f"unknown mode {mode!r} (pooled, eot-projection)")
+    if projection is None:
+        raise ModelMismatchError("eot-projection needs a text_projection in the weights file")
+    seq = np.asarray(out, dtype=np.float32).reshape(n, ids.shape[1], -1)
+    rows = seq[np.arange(n), eot_positions(ids, eot_id)]
+    if ln_weight is not None and ln_bias is not None:
+        rows = layer_norm(rows, ln_weight, ln_bias)
+    return rows @ projection.astype(np.float32, copy=False)
+
+
+# ---- text: per-recipe resources (tokenizer, weights), cached ---------------------------------
+
+
+@dataclass(frozen=True)
+class _TextResources:
+    tokenizer: TextTokenizer
+    weights: Mapping[str, np.ndarray]
+    weights_sha256: str | None
+
+
+_RESOURCES: dict[tuple, _TextResources] = {}
+_RESOURCES_LOCK = threading.Lock()
+
+
+def _role_paths(session, recipe: Recipe) -> dict[str, Path | None]:
+    paths: dict[str, Path | None] = {}
+    for spec in recipe.files:
+        if spec.role in ("model", "weights"):
+            continue
+        if spec.role == "config":  # optional for us; Immich reads context length from it
+            paths[spec.role] = session.files.find(recipe, spec)
+        else:
+            paths[spec.role] = session.files.require(recipe, spec.role)
+    return paths
+
+
+def load_text_weights(recipe: Recipe, path: Path) -> dict[str, np.ndarray]:
+    """The `.npz` made by `hailo-immich extract-weights`, with the arrays the recipe needs."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weights = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelCorruptError(recipe.id, str(path), f"not a readable .npz ({exc}); run hailo-immich extract-weights again") from exc
+    for spec in recipe.raw.get("weights", {}).get("tensors", []):
+        name, shape = spec["name"], tuple(spec.get("shape", ()))
+        if name not in weights:
+            if spec.get("optional"):
+                continue
+            raise ModelCorruptError(recipe.id, str(path), f"has no '{name}'; run hailo-immich extract-weights --recipe {recipe.id}")
+        if shape and weights[name].shape != shape:
+            raise ModelCorruptError(recipe.id, str(path), f"'{name}' has shape {weights[name].shape}, the recipe says {shape}")
+    return weights
+
+
+def text_resources(session, recipe: Recipe) -> _TextResources:
+    weights_path = None
+    if recipe.has_file("weights"):
+        spec = recipe.file("weights")
+        weights_path = session.files.find(recipe, spec)
+        if weights_path is None:
+            raise ModelMissingError(recipe.id, str(session.files.target(recipe, spec)),
+                                    hint=f"hailo-immich extract-weights --recipe {recipe.id} CHECKPOINT (see the recipe for where to get it)")
+    paths = _role_paths(session, recipe)
+    key = (recipe.id, tuple(sorted((k, str(v), v.stat().st_mtime_ns if v else 0) for k, v in paths.items())),
+           str(weights_path), weights_path.stat().st_mtime_ns if weights_path else 0)
+    with _RESOURCES_LOCK:
+        cached = _RESOURCES.get(key)
+    if cached is not None:
+        return cached
+    tokenizer = build_tokenizer(recipe.raw.get("tokenizer", {}), paths)
+    weights = load_text_weights(recipe, weights_path) if weights_path else {}
+    resources = _TextResources(tokenizer, weights, sha256_of(weights_path) if weights_path else None)
+    with _RESOURCES_LOCK:
+        _RESOURCES[key] = resources
+    return resources
+
+
+def tokenize(session, texts: Sequence[str], model: str | None = None) -> np.ndarray:
+    """Token ids exactly as the resolved text recipe feeds them (for inspection and tests)."""
+    recipe = session.resolve(TEXTUAL, model)
+    return text_resources(session, recipe).tokenizer(list(texts))
+
+
+def text_feed(recipe: Recipe, ids: np.ndarray, weights: Mapping[str, np.ndarray], input_info=None) -> np.ndarray:
+    """Token ids -> the text encoder's input tensor, as the recipe says the compiled graph expects it."""
+    text = recipe.raw.get("text", {})
+    spec = recipe.inputs[0] if recipe.inputs else None
+    dtype = (spec.dtype if spec and spec.dtype else None) or "int64"
+    if text.get("feed", "token-ids") == "token-ids":
+        return np.ascontiguousarray(ids.astype(dtype))
+    positional = weights.get("positional_embedding") if text.get("add_positional_on_host", False) else None
+    x = token_embeddings(ids, weights["token_embedding"], positional)
+    if spec is not None and spec.shape:
+        x = x.reshape((x.shape[0], *spec.shape))
+    if dtype in ("uint8", "uint16"):
+        scale = getattr(input_info, "quant_scale", None)
+        zp = getattr(input_info, "quant_zp", None)
+        return quantize(x, scale or 0.0, zp or 0.0, dtype)
+    return x.astype(dtype, copy=False)
+
+
+def text_vectors(recipe: Recipe, out: np.ndarray, ids: np.ndarray, weights: Mapping[str, np.ndarray], eot_id: int) -> np.ndarray:
+    text = recipe.raw.get("text", {})
+    ln = text.get("final_layer_norm_on_host", False)
+    raw = pool_text_output(
+        out, ids, mode=text.get("output", "pooled"), eot_id=eot_id, projection=weights.get("text_projection"),
+        ln_weight=weights.get("ln_final_weight") if ln else None, ln_bias=weights.get("ln_final_bias") if ln else None,
+    )
+    return _finish(recipe, raw)
+
+
+def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Embeddings:
+    """Text embeddings (N, D), L2-normalised, in input order."""
+    recipe = session.resolve(TEXTUAL, model)
+    check_recipe(recipe)
+    loaded = session.model(recipe.id)
+    resources = text_resources(session, recipe)
+    name = input_name(recipe, loaded.inputs)
+    info = next((t for t in loaded.inputs if t.name == name), loaded.inputs[0] if loaded.inputs else None)
+    eot_id = int(recipe.raw.get("text", {}).get("eot_id", getattr(resources.tokenizer, "eot_id", 49407)))
+    provenance = loaded.provenance
+    parts: list[np.ndarray] = []
+    for part in _chunks(len(texts), recipe.batch_size):
+        with session.host_time(recipe.id):
+            ids = resources.tokenizer([str(t) for t in texts[part]])
+            feed = text_feed(recipe, ids, resources.weights, info)
+        result = session.run(recipe.id, {name: feed})
+        provenance = result.provenance
+        with session.host_time(recipe.id):
+            parts.append(text_vectors(recipe, _output(recipe, result.outputs), ids, resources.weights, eot_id))
+    if resources.weights_sha256:
+        provenance = replace(provenance, extra={**provenance.extra, "weights_sha256": resources.weights_sha256})
+    vectors = np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
+    return Embeddings(vectors, provenance)

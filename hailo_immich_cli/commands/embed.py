@@ -1,0 +1,113 @@
+"""`hailo-immich embed`: CLIP embeddings of image files/folders, or of `--text` prompts.
+
+Every vector is printed or saved together with the model id (recipe + file hash) and backend that
+made it, so vectors from different models are never mixed up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+import typer
+
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
+from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
+from hailo_immich_cli.errors import BadInputError
+
+
+class _Output:
+    """Collects (label, vector, provenance) rows and writes them as text lines, JSON lines and/or .npy."""
+
+    def __init__(self, kind: str, jsonl: bool, npy: Path | None):
+        self.kind, self.jsonl, self.npy = kind, jsonl, npy
+        self.labels: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.model_id: str | None = None
+        self.meta: dict[str, Any] = {}
+
+    def add(self, labels: list[str], vectors: np.ndarray, provenance) -> None:
+        if self.model_id is None:
+            self.model_id = provenance.model_id
+            self.meta = {"model_id": provenance.model_id, "recipe": provenance.recipe_id, "backend": provenance.backend,
+                         "device": provenance.device, "runtime": provenance.runtime, **{k: v for k, v in provenance.extra.items() if k != "path"}}
+        for label, vec in zip(labels, vectors):
+            if self.npy is not None:
+                self.labels.append(label)
+                self.vectors.append(vec)
+            if self.jsonl:
+                typer.echo(json.dumps({self.kind: label, "model_id": provenance.model_id, "backend": provenance.backend,
+                                       "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]}, ensure_ascii=False))
+            elif self.npy is None:
+                head = ", ".join(f"{x:.5f}" for x in vec[:4])
+                typer.echo(f"{label}\t{provenance.model_id}\t{provenance.backend}\t{vec.shape[0]}-d\t[{head}, ...]")
+
+    def close(self) -> None:
+        if self.npy is None:
+            return
+        dim = self.vectors[0].shape[0] if self.vectors else 0
+        np.save(self.npy, np.stack(self.vectors).astype(np.float32) if self.vectors else np.zeros((0, dim), np.float32))
+        side = self.npy.with_suffix(".json")
+        side.write_text(json.dumps({**self.meta, "kind": self.kind, "items": self.labels, "rows": len(self.labels)},
+                                   indent=2, ensure_ascii=False), encoding="utf-8")
+        stderr_console().print(f"wrote {len(self.labels)} vectors to {self.npy} (labels and model in {side.name})")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    @handle_errors
+    def embed(
+        paths: Optional[List[Path]] = typer.Argument(None, help="Image files or folders (searched recursively)."),
+        text: Optional[List[str]] = typer.Option(None, "--text", "-t", help="Embed this text prompt instead (repeatable)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Recipe id or Immich model name (default: the backend's default)."),
+        npy: Optional[Path] = typer.Option(None, "--npy", help="Save the (N, D) float32 vectors to FILE.npy; labels and model id go to FILE.json."),
+        jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per vector on stdout (label, model_id, backend, embedding)."),
+        backend: Optional[str] = BackendOption,
+        models_dir: Optional[Path] = ModelsDirOption,
+    ) -> None:
+        """CLIP embeddings (L2-normalised) for images or text, each tagged with its model id and backend."""
+        from hailo_immich_cli import clip
+
+        if bool(paths) == bool(text):
+            raise BadInputError("give image PATHs or --text, not both and not neither")
+        if npy is not None and npy.suffix != ".npy":
+            npy = npy.with_name(npy.name + ".npy")
+        settings = load_settings(backend=backend, models_dir=models_dir)
+        console = stderr_console(settings)
+        out = _Output("text" if text else "path", jsonl, npy)
+        with open_session(settings) as session:
+            if text:
+                result = clip.encode_texts(session, list(text), model=clip.paired_model(session.recipes, model, clip.TEXTUAL))
+                out.add(list(text), result.vectors, result.provenance)
+                out.close()
+                return
+            recipe = session.resolve(clip.VISUAL, clip.paired_model(session.recipes, model, clip.VISUAL))
+            session.model(recipe.id)  # load (and say which backend) before the first file
+            summary = RunSummary()
+            labels: list[str] = []
+            feeds: list[np.ndarray] = []
+
+            def flush() -> None:
+                if feeds:
+                    done = clip.encode_prepared(session, recipe, np.concatenate(feeds))
+                    out.add(labels[:], done.vectors, done.provenance)
+                    labels.clear()
+                    feeds.clear()
+
+            def work(path: Path, image) -> bool:
+                with session.host_time(recipe.id):
+                    feeds.append(clip.prepare_images(recipe, [image.rgb]))
+                labels.append(str(path))
+                return True
+
+            for _ in process_images(paths or [], work, console, summary, max_pixels=settings.max_image_pixels):
+                if len(feeds) >= max(1, recipe.batch_size):
+                    flush()
+            flush()
+            out.close()
+            report_failures(console, summary)
+            if summary.ok == 0 and not summary.failed:
+                raise BadInputError("no image files found under the given paths")
+            raise typer.Exit(summary.exit_code)

@@ -1,0 +1,1 @@
+"""pyhailort package of the test double."""
