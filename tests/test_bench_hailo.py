@@ -63,6 +63,14 @@ def test_emulated_device_only_batch_sweep(tiny_session):
         assert c["errors"] == {} and c["calls"] == 3 and c["items"] == 3 * c["batch"]
         assert c["batch_sizes"] == {c["batch"]: 3}
     assert machine.frames_run >= sum(c["items"] for c in cells)  # the frames really went through the (emulated) device
+    from rich.console import Console
+
+    from hailo_immich_cli.commands.bench import render
+
+    console = Console(record=True, width=160)
+    render(console, report)
+    text = console.export_text()
+    assert "EMULATED" in text and "not hardware numbers" in text and "HailoRT 4.23.0" in text
 
 
 def test_device_held_by_serve_names_the_multi_process_service(tiny_session):
