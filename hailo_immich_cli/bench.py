@@ -18,17 +18,23 @@ import dataclasses
 import itertools
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from hailo_immich_cli import __version__
 from hailo_immich_cli.backends.base import LoadedModel, TensorInfo
 from hailo_immich_cli.benchkit import LoopResult, host_info, loop_summary, timed_loop
-from hailo_immich_cli.errors import BadInputError, DeviceError, HailoImmichError, UnknownModelError
+from hailo_immich_cli.errors import (
+    BadInputError,
+    DeviceError,
+    HailoImmichError,
+    UnknownModelError,
+)
 from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
@@ -415,7 +421,7 @@ class Bench:
                     self._describe(session, model)
                     feeds = synthetic_feeds(model, batch)
 
-                    def work() -> int:
+                    def work(session: SessionManager = session, feeds: dict = feeds, batch: int = batch) -> int:
                         session.run(recipe.id, feeds)
                         return batch
 
@@ -533,7 +539,7 @@ class Bench:
         with self.session_factory(self.settings, self.book) as probe:
             try:
                 active = probe.active_backend
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - re-raised; explained when the device is busy
                 raise _explain(exc) or exc
             self._fallback = probe.fallback_reason
             if self._fallback and "OUT_OF_PHYSICAL_DEVICES" in self._fallback:

@@ -17,15 +17,21 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from hailo_immich_cli import __version__
 from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
-from hailo_immich_cli.benchkit import host_info, loop_summary, percentiles_ms, timed_loop
+from hailo_immich_cli.benchkit import (
+    host_info,
+    loop_summary,
+    percentiles_ms,
+    timed_loop,
+)
 from hailo_immich_cli.errors import BadInputError
 
 # Immich's default model per task, and the entries its server builds (immich-protocol.md §2.4).
@@ -72,7 +78,7 @@ class Target:
     port: int
 
     @classmethod
-    def parse(cls, url: str) -> "Target":
+    def parse(cls, url: str) -> Target:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https"):
             raise BadInputError(f"--url: only http:// and https:// are supported, not '{parts.scheme}'")
@@ -235,7 +241,7 @@ class Pinger:
             self._once()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "Pinger":
+    def __enter__(self) -> Pinger:
         self._thread.start()
         return self
 

@@ -12,7 +12,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hailo_immich_cli.backends.base import Backend
-from hailo_immich_cli.bench import BUSY_HINT, Bench, BenchOptions, best_cell, hailo_emulated, load_images, synthetic_feeds
+from hailo_immich_cli.bench import (
+    BUSY_HINT,
+    Bench,
+    BenchOptions,
+    best_cell,
+    hailo_emulated,
+    load_images,
+    synthetic_feeds,
+)
 from hailo_immich_cli.benchkit import parse_int_list, timed_loop
 from hailo_immich_cli.cli import app
 from hailo_immich_cli.errors import BadInputError, DeviceError
@@ -88,7 +96,7 @@ def test_device_only_batch_sweep_changes_what_the_backend_receives(cpu_models, r
 
     # independently: each batch got its own session, whose recipe carried the batch and whose
     # backend received exactly that batch
-    probe, *cells = recorder.sessions
+    _probe, *cells = recorder.sessions
     assert len(cells) == 4
     for session, (rid, batch) in zip(cells, [(rec.id, 1), (rec.id, 3), (det.id, 1), (det.id, 3)]):
         assert session.recipes.get(rid).batch_size == batch

@@ -10,7 +10,13 @@ from typer.testing import CliRunner
 
 from hailo_immich_cli.cli import app
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.loadtest import LoadTest, Target, UrlOptions, entries_for, multipart
+from hailo_immich_cli.loadtest import (
+    LoadTest,
+    Target,
+    UrlOptions,
+    entries_for,
+    multipart,
+)
 from tests.helpers.immich_stub import StubState, start_stub
 
 runner = CliRunner()
@@ -81,7 +87,7 @@ def test_control_phase_and_ping_under_load(stub, jpegs):
 
 
 def test_errors_are_reported_by_status(stub, jpegs):
-    state, url = stub
+    _, url = stub
     opts = UrlOptions(tasks=("clip",), concurrency=(1,), duration_s=None, count=3, warmup=0, control_pings=1,
                       model_names={"clip": "no-such-model"})
     report = LoadTest(url, opts, jpegs, "test photos").run()
@@ -102,7 +108,7 @@ def test_target_keeps_host_and_port_only():
 
 
 def test_cli_url_json_and_table(stub, jpegs, tmp_path):
-    state, url = stub
+    _, url = stub
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i, data in enumerate(jpegs):

@@ -11,9 +11,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hailo_immich_cli.bench import DEFAULT_TASKS, TASKS, Bench, BenchOptions, load_images
+from hailo_immich_cli.bench import (
+    DEFAULT_TASKS,
+    TASKS,
+    Bench,
+    BenchOptions,
+    load_images,
+)
 from hailo_immich_cli.benchkit import parse_int_list
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
+from hailo_immich_cli.commands._common import (
+    BackendOption,
+    ModelsDirOption,
+    handle_errors,
+    load_settings,
+    stderr_console,
+)
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.recipes import RecipeBook
 
@@ -196,7 +208,12 @@ def register(app: typer.Typer) -> None:
         if duration is not None and duration <= 0:
             raise BadInputError("--duration must be > 0")
         if url:
-            from hailo_immich_cli.loadtest import URL_TASKS, LoadTest, UrlOptions, image_bytes
+            from hailo_immich_cli.loadtest import (
+                URL_TASKS,
+                LoadTest,
+                UrlOptions,
+                image_bytes,
+            )
 
             if recipe or batch or threads or intra_op:
                 raise BadInputError("--recipe/--batch/--threads/--intra-op measure this machine; with --url use --concurrency")
