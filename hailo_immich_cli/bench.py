@@ -540,7 +540,10 @@ class Bench:
             try:
                 active = probe.active_backend
             except Exception as exc:  # noqa: BLE001 - re-raised; explained when the device is busy
-                raise _explain(exc) or exc
+                better = _explain(exc)
+                if better is not None:
+                    raise better from exc
+                raise
             self._fallback = probe.fallback_reason
             if self._fallback and "OUT_OF_PHYSICAL_DEVICES" in self._fallback:
                 raise DeviceError(BUSY_HINT)  # a CPU benchmark instead would answer a question nobody asked
