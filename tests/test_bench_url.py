@@ -80,6 +80,7 @@ def test_control_phase_and_ping_under_load(stub, jpegs):
     assert set(ceiling["statuses"]) == {"422"} and ceiling["calls"] > 0  # rejected before any model ran
     cell = report["tasks"]["clip"]["cells"][0]
     assert cell["ping_under_load"]["pings"] >= 3 and cell["ping_under_load"]["errors"] == {}
+    assert cell["ping_under_load"]["over_immich_timeout"] == 0
     assert 0.6 <= cell["wall_s"] < 2.0  # bounded in time
     assert report["service"]["root"] == {"status": 200, "body": '{"message":"Immich ML"}'}
     assert report["schema_version"] == 1 and report["kind"] == "url" and report["emulated"] is False
