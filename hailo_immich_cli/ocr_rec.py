@@ -108,7 +108,9 @@ class Recognition:
 
 
 def _as_ntc(raw: np.ndarray, n: int, classes: int) -> np.ndarray:
-    return raw.reshape(n, -1, classes)
+    """(N, T, C) by the output's own class axis (last), so a dictionary giving another class count
+    reaches ctc_greedy's ModelMismatchError instead of failing the reshape."""
+    return raw.reshape(n, -1, raw.shape[-1] if raw.ndim > 1 else classes)
 
 
 def _cut_positions(crop: np.ndarray, pieces: int) -> list[tuple[int, bool]]:

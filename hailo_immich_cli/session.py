@@ -102,6 +102,10 @@ class SessionManager:
         if wanted == "cpu":
             self._notice("backend: cpu (ONNX Runtime), as configured")
             return "cpu"
+        opened = self._backends.get("hailo")
+        if opened is not None:  # this process already holds the device: probing would open a second VDevice, which HailoRT refuses
+            self._notice(f"backend: hailo ({opened.info().get('device', 'open')})")
+            return "hailo"
         ok, detail = probe_hailo()
         if ok:
             self._notice(f"backend: hailo ({detail})")

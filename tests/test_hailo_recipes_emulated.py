@@ -29,14 +29,25 @@ def test_recipe_loads_and_runs_emulated(hailo_double, tmp_path: Path, recipe_id:
         assert outputs[name].shape == (2, *spec.shape) and outputs[name].dtype == np.float32
 
 
-def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path) -> None:
-    """SCRFD-2.5G + ArcFace MobileFaceNet Hailo recipes through analyze_faces: a face planted in the
-    detector's maps comes back where it was planted, with a 512-d embedding, on backend hailo."""
+FACE_PAIRS = [("scrfd-2.5g-hailo8", "arcface-mobilefacenet-hailo8"), ("scrfd-10g-hailo8", "arcface-r50-hailo8")]
+
+
+def test_every_hailo_face_recipe_is_in_a_pair() -> None:
+    book = RecipeBook.load()
+    shipped = {r.id for r in book if r.backend == "hailo" and r.task in ("face-detection", "face-recognition")}
+    assert shipped == {rid for pair in FACE_PAIRS for rid in pair}
+
+
+@pytest.mark.parametrize("det_id,rec_id", FACE_PAIRS)
+def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id: str, rec_id: str) -> None:
+    """SCRFD + ArcFace Hailo recipes through analyze_faces: a face planted in the detector's maps
+    comes back where it was planted; its embedding is what the recogniser HEF output for the crop
+    the chip saw (raw, dequantised by HailoRT), on backend hailo. EMULATED."""
     from hailo_immich_cli.faces import analyze_faces
     from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
 
     book = RecipeBook.load()
-    det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
+    det, rec = book.get(det_id), book.get(rec_id)
     kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
     face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
     maps = as_hailo_nhwc(encode_scrfd([face]))
@@ -49,14 +60,63 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path) -> Non
         n = len(next(iter(inputs.values())))
         return {name: np.repeat(value[None], n, axis=0) for name, value in by_role.items()}
 
+    projection = np.random.default_rng(3).normal(size=(112 * 112 * 3, 512)).astype(np.float32) / 1000
+    crops: list[np.ndarray] = []
+
+    def recognizer_twin(inputs):
+        (x,) = inputs.values()
+        crops.extend(x)
+        return {rec.outputs[0].name: x.reshape(len(x), -1) @ projection}
+
     calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
-    with make_hailo_session([det, rec], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration) as session:
+    twins = {det.id: detector_twin, rec.id: recognizer_twin}
+    with make_hailo_session([det, rec], twins, tmp_path, book=book, calibration=calibration) as session:
+        crops.clear()  # calibration frames
         rgb = np.random.default_rng(0).integers(0, 256, (640, 640, 3), dtype=np.uint8)
         result = analyze_faces(session, rgb, detector=det.id, recognizer=rec.id, min_score=0.5)
+        step = session.model(rec.id).outputs[0].quant_scale
     assert len(result.faces) == 1
     found = result.faces[0]
     assert found.score == pytest.approx(0.9, abs=0.01)
     np.testing.assert_allclose(found.box, face.box, atol=1.0)
     np.testing.assert_allclose(found.landmarks, face.landmarks, atol=1.0)
-    assert found.embedding is not None and found.embedding.shape == (512,)
-    assert result.detector.backend == "hailo" and result.recognizer.backend == "hailo"
+    assert found.embedding is not None and found.embedding.shape == (512,) and len(crops) == 1
+    np.testing.assert_allclose(found.embedding, crops[0].reshape(-1) @ projection, atol=step / 2 + 1e-4)
+    assert result.detector.recipe_id == det.id and result.recognizer.recipe_id == rec.id
+    for provenance in (result.detector, result.recognizer):
+        assert provenance.backend == "hailo" and "emulated" in provenance.device
+    if det.default and rec.default:  # the user's path: `hailo-immich detect FILE --json --backend hailo`, in-process
+        import json
+
+        from PIL import Image
+        from typer.testing import CliRunner
+
+        from hailo_immich_cli.cli import app
+
+        Image.fromarray(rgb).save(tmp_path / "photo.png")
+        run = CliRunner().invoke(app, ["detect", str(tmp_path / "photo.png"), "--json", "--backend", "hailo", "--min-score", "0.5",
+                                       "--models-dir", str(tmp_path / "models")])
+        assert run.exit_code == 0, run.output
+        (record,) = json.loads(run.stdout)
+        assert record["detector"] == {"recipe": det.id, "backend": "hailo", "model": result.detector.model_id}
+        assert record["recognizer"]["recipe"] == rec.id and len(record["faces"]) == 1
+        np.testing.assert_allclose(record["faces"][0]["box"], found.box, atol=0.01)
+
+
+@pytest.mark.parametrize("backend", ["hailo", "auto"])
+def test_backend_choice_after_a_hailo_model_is_loaded_emulated(hailo_double, tmp_path: Path, backend: str) -> None:
+    """A Hailo recipe loaded by id opens the device before anything asked which backend is active;
+    deciding afterwards must not probe with a second VDevice (HailoRT refuses it: "device in use"),
+    which made backend=hailo fail and backend=auto fall back to the CPU for Immich model names."""
+    book = RecipeBook.load()
+    with make_hailo_session(["clip-vit-b32-visual-hailo"], None, tmp_path, book=book, backend=backend) as session:
+        session.model("clip-vit-b32-visual-hailo")
+        assert session.active_backend == "hailo" and session.fallback_reason is None
+        assert session.resolve("clip-visual", "ViT-B-32__openai").id == "clip-vit-b32-visual-hailo"
+
+
+def test_every_hailo_task_has_an_end_to_end_emulated_test() -> None:
+    """Faces here; CLIP in test_clip_hailo_emulated.py; OCR in test_ocr_hailo_emulated.py (each also
+    asserts it covers every shipped Hailo recipe of its tasks)."""
+    covered = {"face-detection", "face-recognition", "clip-visual", "clip-textual", "ocr-detection", "ocr-recognition"}
+    assert {r.task for r in RecipeBook.load() if r.backend == "hailo"} <= covered

@@ -19,8 +19,8 @@ from hailo_immich_cli.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BackendOption = typer.Option(None, "--backend", "-b", help="auto | hailo | cpu [env: HAILO_IMMICH_BACKEND]")
-ModelsDirOption = typer.Option(None, "--models-dir", help="Model files folder [env: HAILO_IMMICH_MODELS_DIR, MODELS_DIR]")
+BackendOption = typer.Option(None, "--backend", "-b", help="auto | hailo | cpu (env: HAILO_IMMICH_BACKEND)")
+ModelsDirOption = typer.Option(None, "--models-dir", help="Model files folder (env: HAILO_IMMICH_MODELS_DIR, MODELS_DIR)")
 
 
 def stderr_console(settings: Settings | None = None) -> Console:

@@ -1,0 +1,1 @@
+"""`hailo-immich serve`: a drop-in replacement for Immich's machine-learning HTTP service."""

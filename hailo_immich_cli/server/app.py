@@ -1,0 +1,287 @@
+"""The WSGI app (Bottle): Immich's `/`, `/ping`, `/predict`, plus `/health` and `/metrics`.
+
+Statuses and bodies follow the official service (FastAPI-style JSON errors, 405 with `allow`);
+typed errors from the layers below become one status each, in `_error_answer`. Every /predict
+writes one log line: tasks, models and backends, status, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import bottle
+
+from hailo_immich_cli import __version__
+from hailo_immich_cli.errors import (
+    BackendUnavailableError,
+    BadInputError,
+    DeviceError,
+    HailoImmichError,
+    ImageTooLargeError,
+    ModelCorruptError,
+    ModelMismatchError,
+    ModelMissingError,
+    UnknownModelError,
+)
+from hailo_immich_cli.imaging import decode_image
+from hailo_immich_cli.server import protocol
+from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
+from hailo_immich_cli.server.predict import run_plan
+from hailo_immich_cli.server.protocol import JSON_TYPE, TEXT_TYPE, ProtocolError
+from hailo_immich_cli.server.state import BusyError, ServerState
+
+log = logging.getLogger("hailo_immich.server")
+
+ROOT_BODY = b'{"message":"Immich ML"}'
+# Request bodies up to this size stay in memory (Bottle spools larger ones, and large parts, to a
+# temporary file). Immich's previews are a few hundred KB; this keeps them off the disk.
+IN_MEMORY_BODY_BYTES = 8 * 1024 * 1024
+
+
+class _ImageDecodeError(Exception):
+    """Undecodable image bytes: the official service answers 500 for these."""
+
+
+def _answer(status: int, body: bytes, content_type: str, reason: str | None = None, headers: dict[str, str] | None = None) -> bytes:
+    bottle.response.status = f"{status} {reason}" if reason else status
+    bottle.response.content_type = content_type
+    for name, value in (headers or {}).items():
+        bottle.response.set_header(name, value)
+    return body
+
+
+def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> bytes:
+    return _answer(status, dumps({"detail": detail}), JSON_TYPE, headers=headers)
+
+
+def _error_answer(exc: BaseException) -> tuple[int, bytes, str, str | None, dict[str, str]]:
+    """One place mapping errors to (status, body, content type, reason, headers)."""
+    if isinstance(exc, ProtocolError):
+        return exc.status, exc.body, exc.content_type, exc.reason, {}
+    if isinstance(exc, BusyError):
+        return 503, dumps({"detail": f"busy: {exc}"}), JSON_TYPE, None, {"Retry-After": "1"}
+    if isinstance(exc, ImageTooLargeError):
+        return 413, dumps({"detail": str(exc)}), JSON_TYPE, None, {}
+    if isinstance(exc, _ImageDecodeError):
+        return 500, dumps({"detail": f"cannot decode the image: {exc}"}), JSON_TYPE, None, {}
+    if isinstance(exc, (ModelMissingError, ModelCorruptError, ModelMismatchError)):
+        return 500, dumps({"detail": f"Failed to load model: {exc}"}), JSON_TYPE, None, {}
+    if isinstance(exc, UnknownModelError):
+        return 500, dumps({"detail": str(exc)}), JSON_TYPE, None, {}
+    if isinstance(exc, (DeviceError, BackendUnavailableError)):
+        return 503, dumps({"detail": f"device error: {exc}"}), JSON_TYPE, None, {}
+    if isinstance(exc, NonFiniteError):
+        return 500, dumps({"detail": f"model output is not finite: {exc}"}), JSON_TYPE, None, {}
+    if isinstance(exc, BadInputError):
+        return 400, dumps({"detail": str(exc)}), JSON_TYPE, None, {}
+    if isinstance(exc, HailoImmichError):
+        return 500, dumps({"detail": str(exc)}), JSON_TYPE, None, {}
+    return 500, b"Internal Server Error", TEXT_TYPE, None, {}
+
+
+def _form_text(forms: bottle.FormsDict, name: str) -> str | None:
+    if name not in forms:
+        return None
+    value = forms.getunicode(name, encoding="utf-8")
+    if value is None:  # not valid UTF-8
+        raise ProtocolError.detail(422, f"form field '{name}' is not valid UTF-8")
+    return value
+
+
+def create_app(state: ServerState) -> bottle.Bottle:
+    bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, min(IN_MEMORY_BODY_BYTES, state.settings.max_request_bytes))
+    app = bottle.Bottle(catchall=True)
+
+    def not_allowed(allow: str) -> Callable[..., bytes]:
+        def handler(*_: Any, **__: Any) -> bytes:
+            return _detail(405, "Method Not Allowed", headers={"allow": allow})
+
+        return handler
+
+    @app.get("/")
+    def root() -> bytes:
+        return _answer(200, ROOT_BODY, JSON_TYPE)
+
+    @app.get("/ping")
+    def ping() -> bytes:
+        return _answer(200, b"pong", TEXT_TYPE)
+
+    @app.get("/health")
+    def health() -> bytes:
+        # default=str: backend info may carry values JSON has no type for (paths, enums); never a 500 here
+        return _answer(200, json.dumps(health_report(state), default=str, separators=(",", ":")).encode(), JSON_TYPE)
+
+    @app.get("/metrics")
+    def metrics() -> bytes:
+        session = state.session
+        backends = {rid: m.provenance.backend for rid, m in session.loaded().items()}
+        try:
+            fallback = int(session.fallback_reason is not None)
+        except HailoImmichError:
+            fallback = 0
+        gauges = {
+            "models_loaded": len(backends),
+            "cpu_fallback": fallback,
+            "request_slots": state.gate.slots,
+            "max_queue": state.gate.max_queue,
+        }
+        text = state.metrics.render(session.stats(), backends, gauges)
+        return _answer(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/predict")
+    def predict() -> bytes:
+        return _predict(state)
+
+    for path, allow in (("/", "GET"), ("/ping", "GET"), ("/health", "GET"), ("/metrics", "GET"), ("/predict", "POST")):
+        if allow == "GET":
+            app.route(path, method="HEAD", callback=not_allowed(allow))
+        app.route(path, method="ANY", callback=not_allowed(allow))
+
+    @app.error(404)
+    def not_found(_: bottle.HTTPError) -> bytes:
+        bottle.response.content_type = JSON_TYPE
+        return b'{"detail":"Not Found"}'
+
+    @app.error(405)
+    def method_not_allowed(_: bottle.HTTPError) -> bytes:
+        bottle.response.content_type = JSON_TYPE
+        return b'{"detail":"Method Not Allowed"}'
+
+    @app.error(500)
+    def internal(err: bottle.HTTPError) -> bytes:
+        if err.exception is not None:
+            log.error("unhandled error: %s", err.exception, exc_info=err.exception)
+        bottle.response.content_type = TEXT_TYPE
+        return b"Internal Server Error"
+
+    return app
+
+
+def _read_request(state: ServerState) -> tuple[str | None, bytes | None, str | None]:
+    """(entries, image bytes, text) from the form, with the body size bounded before reading it."""
+    request = bottle.request
+    limit = state.settings.max_request_bytes
+    if request.content_length > limit:
+        raise ProtocolError.detail(413, f"request body of {request.content_length} bytes is over the {limit}-byte limit")
+    if request.content_length < 0 and "chunked" in request.get_header("Transfer-Encoding", "").lower():
+        raise ProtocolError.detail(411, "send a Content-Length (chunked uploads are not accepted)")
+    try:
+        forms, files = request.forms, request.files
+    except bottle.HTTPError as exc:
+        raise ProtocolError.detail(400, "There was an error parsing the body") from exc
+    except (ValueError, IndexError, KeyError, UnicodeError) as exc:
+        raise ProtocolError.detail(400, "There was an error parsing the body") from exc
+    entries = _form_text(forms, "entries")
+    upload = files.get("image")
+    if upload is None and "image" in forms:
+        # The official service fails on a plain (non-file) `image` field.
+        raise ProtocolError.detail(500, "'image' must be a file part (with a filename), not a plain form field")
+    image = upload.file.read() if upload is not None else None
+    text = _form_text(forms, "text")
+    return entries, image, (text if text else None)
+
+
+def _predict(state: ServerState) -> bytes:
+    start = time.perf_counter()
+    session = state.session
+    tasks_label = "unparsed"
+    models = ""
+    timings: dict[str, float] = {}
+    status = 500
+    error: BaseException | None = None
+    try:
+        entries, image, text = _read_request(state)
+        plan = protocol.parse_entries(entries, state.resolve_recipe, state.settings.model_names_policy)
+        tasks_label = "+".join(plan.tasks) or "none"
+        models = ",".join(plan.recipe_ids)
+        protocol.check_inputs(plan, image is not None, text is not None)
+        with state.gate.slot() as waited:
+            timings["queue"] = round(waited * 1000, 2)
+            rgb, size = None, None
+            if image is not None:
+                t0 = time.perf_counter()
+                try:
+                    decoded = decode_image(image, max_pixels=state.settings.max_image_pixels)
+                except ImageTooLargeError:
+                    raise
+                except BadInputError as exc:
+                    raise _ImageDecodeError(str(exc)) from exc
+                rgb, size = decoded.rgb, (decoded.width, decoded.height)
+                timings["decode"] = round((time.perf_counter() - t0) * 1000, 2)
+            protocol.check_dependencies(plan)
+            outcome = run_plan(session, plan, rgb, size, text)
+        timings.update(outcome.timings_ms)
+        if outcome.backends:
+            models = ",".join(f"{rid}@{backend}" for rid, backend in outcome.backends.items())
+        if outcome.notes:
+            models += " " + " ".join(outcome.notes)
+        status = 200
+        return _answer(200, outcome.body, JSON_TYPE)
+    except Exception as exc:  # every failure becomes a clean answer; the next request is unaffected
+        status, body, content_type, reason, headers = _error_answer(exc)
+        error = exc
+        return _answer(status, body, content_type, reason, headers)
+    finally:
+        elapsed = time.perf_counter() - start
+        state.metrics.record(tasks_label, status, elapsed)
+        _log_request(status, tasks_label, models, elapsed, timings, error)
+
+
+_EXPECTED = (ProtocolError, BusyError, _ImageDecodeError, BadInputError)
+
+
+def _log_request(status: int, tasks: str, models: str, elapsed: float, timings: dict[str, float], error: BaseException | None) -> None:
+    """The one line per /predict: status, tasks, models@backend, timings, and why it failed."""
+    parts = " ".join(f"{k}={v}ms" for k, v in timings.items())
+    line = f"POST /predict {status} tasks={tasks} models={models or '-'} total={elapsed * 1000:.1f}ms {parts}".rstrip()
+    if error is None:
+        log.info(line)
+        return
+    reason = error.body.decode("utf-8", "replace") if isinstance(error, ProtocolError) else f"{type(error).__name__}: {error}"
+    unexpected = not isinstance(error, (*_EXPECTED, HailoImmichError))
+    level = logging.WARNING if isinstance(error, _EXPECTED) else logging.ERROR
+    log.log(level, "%s error=%s", line, reason[:500], exc_info=error if unexpected else None)
+
+
+def health_report(state: ServerState) -> dict[str, Any]:
+    """Backend and device per model, runtime versions, recipes, counters, and any CPU fallback, loudly."""
+    session = state.session
+    report: dict[str, Any] = {"status": "ok", "version": __version__}
+    try:
+        info = session.health()
+    except HailoImmichError as exc:
+        info = {"error": str(exc)}
+        report["status"] = "error"
+    fallback = info.get("fallback_reason")
+    if fallback:
+        report["status"] = "degraded"
+        report["warning"] = (
+            f"RUNNING ON CPU, NOT ON THE HAILO NPU: {fallback}. Set HAILO_IMMICH_BACKEND=hailo to make this an error."
+        )
+    if state.loader.state in ("pending", "loading"):
+        report["status"] = "loading" if report["status"] == "ok" else report["status"]
+    elif state.loader.errors and report["status"] == "ok":
+        report["status"] = "degraded"
+    report.update(info)
+    report["recipes"] = {
+        rid: {"task": m.recipe.task, "backend": m.provenance.backend, "immich_names": list(m.recipe.immich_names)}
+        for rid, m in sorted(session.loaded().items())
+    }
+    if state.off_backend:
+        report["off_backend"] = dict(state.off_backend)
+        if report["status"] == "ok":
+            report["status"] = "degraded"
+    report["loader"] = state.loader.as_dict()
+    report["model_names_policy"] = state.settings.model_names_policy
+    report["server"] = {
+        "request_threads": state.gate.slots,
+        "max_queue": state.gate.max_queue,
+        "max_request_bytes": state.settings.max_request_bytes,
+        "max_image_pixels": state.settings.max_image_pixels,
+        "uptime_s": round(time.time() - state.started, 1),
+        **state.metrics.snapshot(),
+    }
+    return report

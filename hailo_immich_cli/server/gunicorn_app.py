@@ -1,0 +1,96 @@
+"""Gunicorn glue: one worker process owns the device; a gthread pool serves the requests.
+
+The pool has spare threads beyond the inference slots (MACHINE_LEARNING_REQUEST_THREADS): waiting
+predicts park on the gate while /ping still finds a free thread, so Immich's 2-second health
+probe is answered even when every slot is busy.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from typing import Any, Mapping
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
+
+from hailo_immich_cli.settings import Settings
+
+log = logging.getLogger("hailo_immich.server")
+
+PING_RESERVE_THREADS = 4
+
+
+class ServeWorker(ThreadWorker):
+    """gthread worker with `threads` inference slots plus room for the queue and health probes."""
+
+    def get_thread_pool(self) -> futures.ThreadPoolExecutor:
+        spare = int(getattr(self.app, "spare_threads", 0))
+        return futures.ThreadPoolExecutor(max_workers=self.cfg.threads + spare, thread_name_prefix="request")
+
+
+def bind_address(host: str, port: int) -> str:
+    """IMMICH_HOST/IMMICH_PORT as gunicorn's bind string ('[::]:3003', '127.0.0.1:3003')."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+# Immich's IMMICH_LOG_LEVEL words that are not Python's.
+_LEVEL_ALIASES = {"verbose": "debug", "log": "info", "warn": "warning", "fatal": "critical"}
+
+
+def gunicorn_log_level(level: str) -> str:
+    level = level.lower()
+    return _LEVEL_ALIASES.get(level, level)
+
+
+def gunicorn_options(settings: Settings, reload: bool = False) -> dict[str, Any]:
+    return {
+        "bind": [bind_address(settings.host, settings.port)],
+        "workers": 1,  # one process owns the NPU; more would each open the device
+        "worker_class": "hailo_immich_cli.server.gunicorn_app.ServeWorker",
+        "threads": max(1, settings.request_threads),
+        "timeout": settings.worker_timeout,
+        "graceful_timeout": 10,
+        "keepalive": settings.keepalive_timeout,
+        "loglevel": gunicorn_log_level(settings.log_level),
+        "accesslog": None,  # the app writes one line per /predict itself
+        "errorlog": "-",
+        "preload_app": False,  # models load in the worker, after the fork
+        "reload": reload,
+        "control_socket_disable": True,
+        "proc_name": "hailo-immich",
+    }
+
+
+class ServeApplication(BaseApplication):
+    def __init__(self, settings: Settings, options: Mapping[str, Any], env: Mapping[str, str] | None = None):
+        self.settings = settings
+        self.options = dict(options)
+        self.env = env
+        self.spare_threads = settings.max_queue + PING_RESERVE_THREADS
+        self.state = None  # the worker's ServerState, once loaded
+        super().__init__()
+
+    def load_config(self) -> None:
+        known = self.cfg.settings
+        for key, value in self.options.items():
+            if key in known and value is not None:
+                self.cfg.set(key, value)
+        self.cfg.set("worker_exit", self._worker_exit)
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        """Release the device and models when the worker stops (SIGTERM, reload)."""
+        if self.state is not None:
+            self.state.session.close()
+            log.info("models released")
+
+    def load(self):
+        """Runs in the worker process: open the session, start loading models, return the WSGI app."""
+        from hailo_immich_cli.server.app import create_app
+        from hailo_immich_cli.server.state import ServerState
+
+        self.state = ServerState(self.settings, env=self.env)
+        self.state.start_loading()
+        return create_app(self.state)

@@ -1,0 +1,215 @@
+"""What the server keeps for its lifetime: the session, the inference gate and the start-up loader.
+
+The gate bounds work: `slots` predicts run at once (MACHINE_LEARNING_REQUEST_THREADS), at most
+`max_queue` wait, and anything beyond is refused at once with 503 instead of piling up threads.
+Models load in a background thread so /ping answers from the first moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
+from hailo_immich_cli.recipes import IMMICH_TASKS, TASKS
+from hailo_immich_cli.server.metrics import Metrics
+from hailo_immich_cli.session import SessionManager
+from hailo_immich_cli.settings import Settings, preload_from_env
+
+log = logging.getLogger("hailo_immich.server")
+
+
+class BusyError(Exception):
+    """Every inference slot is taken and the wait queue is full."""
+
+
+class Gate:
+    def __init__(self, slots: int, max_queue: int, metrics: Metrics, wait_timeout: float):
+        self.slots = max(1, slots)
+        self.max_queue = max(0, max_queue)
+        self._sem = threading.Semaphore(self.slots)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._metrics = metrics
+        self._timeout = wait_timeout
+
+    @contextmanager
+    def slot(self) -> Iterator[float]:
+        """Hold one inference slot; yields the seconds spent waiting for it."""
+        start = time.perf_counter()
+        if not self._sem.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self.max_queue:
+                    self._metrics.adjust(rejected=1)
+                    raise BusyError(f"{self.slots} requests running and {self._waiting} waiting")
+                self._waiting += 1
+            self._metrics.adjust(queue=1)
+            try:
+                acquired = self._sem.acquire(timeout=self._timeout)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+                self._metrics.adjust(queue=-1)
+            if not acquired:
+                raise BusyError(f"no inference slot within {self._timeout:.0f} s")
+        self._metrics.adjust(in_flight=1)
+        try:
+            yield time.perf_counter() - start
+        finally:
+            self._metrics.adjust(in_flight=-1)
+            self._sem.release()
+
+
+@dataclass
+class LoaderStatus:
+    state: str = "pending"  # pending | loading | ready | partial
+    planned: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "planned": list(self.planned),
+            "loaded": list(self.loaded),
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _files_present(session: SessionManager, recipe_id: str) -> bool:
+    recipe = session.recipes.get(recipe_id)
+    return all(s.state == "present" for s in session.files.states(recipe, verify_hash=False))
+
+
+_DEPRECATED_PRELOAD = {
+    "MACHINE_LEARNING_PRELOAD__CLIP": ("textual", "visual"),
+    "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION": ("detection", "recognition"),
+}
+
+
+def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Per task, the default recipe and any prefer_when_present recipe whose files are present, plus
+    the recipes MACHINE_LEARNING_PRELOAD__* names."""
+    planned: list[str] = []
+    errors: dict[str, str] = {}
+    for task in TASKS:
+        candidates = []
+        try:
+            candidates.append(session.resolve(task))
+            backend = session.backend_for_task(task)
+        except BackendUnavailableError as exc:
+            errors[task] = str(exc)
+            continue
+        except HailoImmichError:
+            continue
+        # Recipes marked prefer_when_present (e.g. Immich's own buffalo_l pack) serve once fetched.
+        candidates += [r for r in session.recipes.for_task(task, backend) if r.raw.get("prefer_when_present")]
+        for recipe in candidates:
+            if recipe.id not in planned and _files_present(session, recipe.id):
+                planned.append(recipe.id)
+    wanted = preload_from_env(env)
+    for key, types in _DEPRECATED_PRELOAD.items():  # Immich's older one-level names still preload both steps
+        value = next((v for k, v in env.items() if k.upper() == key and v.strip()), None)
+        if value:
+            log.warning("%s is deprecated in Immich; use %s__<TYPE>", key, key)
+            for type_ in types:
+                task = key.rsplit("__", 1)[1].lower().replace("_", "-")
+                wanted.setdefault((task, type_), [v.strip() for v in value.split(",") if v.strip()])
+    for (task, type_), names in sorted(wanted.items()):
+        recipe_task = IMMICH_TASKS.get((task, type_))
+        if recipe_task is None:
+            errors[f"{task}/{type_}"] = "MACHINE_LEARNING_PRELOAD__ names an unknown task/type"
+            continue
+        for name in names:
+            try:
+                recipe_id = session.resolve(recipe_task, name).id
+            except HailoImmichError as exc:
+                errors[f"{task}/{type_}/{name}"] = str(exc)
+                continue
+            if recipe_id not in planned:
+                planned.append(recipe_id)
+    return planned, errors
+
+
+class ServerState:
+    def __init__(self, settings: Settings, session: SessionManager | None = None, env: Mapping[str, str] | None = None):
+        self.settings = settings
+        self.session = session if session is not None else SessionManager(settings)
+        self.metrics = Metrics()
+        self.env = dict(os.environ if env is None else env)
+        self.gate = Gate(settings.request_threads, settings.max_queue, self.metrics, float(settings.worker_timeout))
+        self.loader = LoaderStatus()
+        self.started = time.time()
+        self._thread: threading.Thread | None = None
+        self.off_backend: dict[str, str] = {}  # recipe id -> why it runs off the active backend
+        self._off_lock = threading.Lock()
+
+    def resolve_recipe(self, task: str, name: str | None) -> str:
+        """session.resolve, saying loudly (once per recipe) when a request lands off the active backend.
+
+        An Immich model name only one CPU recipe reproduces (e.g. buffalo_l on a Hailo host) is
+        served on the CPU rather than answered with another model's vectors; that must not be silent.
+        """
+        recipe = self.session.resolve(task, name)
+        wanted = self.session.backend_for_task(task)
+        if recipe.backend != wanted and self.settings.model_names_policy == "ignore":
+            # 'ignore' means: serve what is configured for this backend, whatever the name asks for.
+            recipe = self.session.resolve(task, None)
+        if recipe.backend != wanted and recipe.id not in self.off_backend:
+            reason = (
+                f"NOT ON THE {wanted.upper()} BACKEND: Immich model '{name}' for {task} is served by {recipe.id} "
+                f"on the {recipe.backend} backend, because no {wanted} recipe reproduces it"
+            )
+            with self._off_lock:
+                first = recipe.id not in self.off_backend
+                self.off_backend[recipe.id] = reason
+            if first:
+                log.warning("%s", reason)
+        return recipe.id
+
+    def start_loading(self) -> threading.Thread:
+        """Load models in the background; failures are recorded (and shown by /health), not fatal."""
+        self._thread = threading.Thread(target=self._load, name="hailo-immich-preload", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _load(self) -> None:
+        start = time.perf_counter()
+        self.loader.state = "loading"
+        try:
+            planned, errors = preload_plan(self.session, self.env)
+        except HailoImmichError as exc:
+            planned, errors = [], {"backend": str(exc)}
+        self.loader.planned = planned
+        self.loader.errors.update(errors)
+        for recipe_id in planned:
+            try:
+                self.session.model(recipe_id)
+                self.loader.loaded.append(recipe_id)
+            except HailoImmichError as exc:
+                self.loader.errors[recipe_id] = str(exc)
+                log.error("could not preload %s: %s", recipe_id, exc)
+            except Exception as exc:  # a backend bug must not kill the loader thread silently
+                self.loader.errors[recipe_id] = f"{type(exc).__name__}: {exc}"
+                log.exception("could not preload %s", recipe_id)
+        self.loader.seconds = time.perf_counter() - start
+        self.loader.state = "ready" if not self.loader.errors else "partial"
+        for message in sorted(set(errors.values())):
+            log.error("preload: %s", message)
+        log.info(
+            "models ready in %.1f s: %s%s",
+            self.loader.seconds,
+            ", ".join(self.loader.loaded) or "none",
+            f" ({len(self.loader.errors)} problem(s), see /health)" if self.loader.errors else "",
+        )
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,107 @@
+"""The /predict protocol served from the hailo backend (EMULATED: the hailo_platform test double).
+
+A real HTTP server on loopback runs the project's Bottle app over a SessionManager whose hailo
+backend drives the double. The SCRFD-2.5G detector's twin plants one known face, so the reply's
+box, score and embedding are checked against what was planted, in Immich's exact JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import numpy as np
+import pytest
+import requests
+
+from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.server.app import create_app
+from hailo_immich_cli.server.state import ServerState
+from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from tests.helpers.immich_server import immich_form, jpeg
+
+FACES = {"facial-recognition": {"detection": {"modelName": "buffalo_l", "options": {"minScore": 0.5}},
+                                "recognition": {"modelName": "buffalo_l"}}}
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _planted_session(tmp_path):
+    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+
+    book = RecipeBook.load()
+    det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
+    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
+    face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
+    maps = as_hailo_nhwc(encode_scrfd([face]))
+    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det.outputs}
+
+    def detector_twin(inputs):
+        n = len(next(iter(inputs.values())))
+        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
+
+    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
+    session = make_hailo_session([det, rec], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration)
+    return session, face
+
+
+@pytest.fixture
+def served(hailo_double, tmp_path):
+    session, face = _planted_session(tmp_path)
+    servers = {}
+
+    def start(policy: str):
+        state = ServerState(session.settings.with_overrides(model_names_policy=policy), session=session, env={})
+        httpd = make_server("127.0.0.1", 0, create_app(state), server_class=_ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers[policy] = httpd
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start, face
+    for httpd in servers.values():
+        httpd.shutdown()
+    session.close()
+
+
+def post(url: str, entries, image: bytes) -> requests.Response:
+    body, content_type = immich_form(entries, image=image)
+    return requests.post(url + "/predict", data=body, headers={"content-type": content_type}, timeout=60)
+
+
+def test_faces_from_the_emulated_hailo_in_immichs_shape(served):
+    start, face = served
+    url = start("ignore")  # Hailo face models reproduce no Immich pack: serving them needs 'ignore'
+    rgb = np.random.default_rng(0).integers(0, 256, (640, 640, 3), dtype=np.uint8)
+    reply = post(url, FACES, jpeg(rgb, quality=95))
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert list(body) == ["facial-recognition", "imageHeight", "imageWidth"]
+    assert (body["imageHeight"], body["imageWidth"]) == (640, 640)
+    [found] = body["facial-recognition"]
+    assert list(found) == ["boundingBox", "embedding", "score"]
+    box = [found["boundingBox"][k] for k in ("x1", "y1", "x2", "y2")]
+    assert all(float(v).is_integer() for v in box)
+    np.testing.assert_allclose(box, np.round(face.box), atol=1.0)
+    assert found["score"] == pytest.approx(0.9, abs=0.01)
+    assert len(json.loads(found["embedding"])) == 512
+    health = requests.get(url + "/health", timeout=10).json()
+    text = json.dumps(health)
+    assert "scrfd-2.5g-hailo8" in text and "arcface-mobilefacenet-hailo8" in text and "emulated" in text
+
+
+def test_strict_policy_refuses_a_pack_the_hailo_does_not_reproduce(served):
+    start, _ = served
+    url = start("strict")
+    reply = post(url, FACES, jpeg(np.zeros((64, 64, 3), np.uint8)))
+    assert reply.status_code >= 400, reply.text  # Immich then tries its next ML URL instead of storing foreign vectors
+    assert "buffalo_l" in reply.text
+    assert requests.get(url + "/ping", timeout=5).text == "pong"
