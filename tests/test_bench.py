@@ -220,7 +220,6 @@ def _page_images(tmp_path, photos):
 
 
 def test_end_to_end_ocr_batch_sweep_reaches_the_recogniser(cpu_models, recipe_book, tmp_path, photos):
-    pytest.importorskip("hailo_immich_cli.ocr", reason="the OCR pipeline has not landed on this branch")
     images = _page_images(tmp_path, photos)
     opts = BenchOptions(tasks=("ocr",), batches=(1, 4), threads=(1,), warmup=1, duration_s=None, count=2, device_only=False)
     report = Bench(cpu_models, recipe_book, opts, images).run()
@@ -242,7 +241,6 @@ def test_end_to_end_ocr_batch_sweep_reaches_the_recogniser(cpu_models, recipe_bo
 
 
 def test_end_to_end_faces_on_real_photos(cpu_models, recipe_book, tmp_path, photos):
-    pytest.importorskip("hailo_immich_cli.faces", reason="the faces pipeline has not landed on this branch")
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("astronaut", "camera"):

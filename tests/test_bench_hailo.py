@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-helpers = pytest.importorskip("tests.helpers.hailo", reason="the hailo backend and its test double have not landed on this branch")
-
-from hailo_immich_cli.bench import BUSY_HINT, Bench, BenchOptions  # noqa: E402
-from hailo_immich_cli.errors import DeviceError  # noqa: E402
-from hailo_immich_cli.recipes import RecipeBook, load_recipe_file  # noqa: E402
+import tests.helpers.hailo as helpers
+from hailo_immich_cli.bench import BUSY_HINT, Bench, BenchOptions
+from hailo_immich_cli.errors import DeviceError
+from hailo_immich_cli.recipes import RecipeBook, load_recipe_file
 
 hailo_double = helpers.hailo_double
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -14,12 +13,7 @@ from hailo_immich_cli.loadtest import LoadTest, UrlOptions
 
 pytestmark = pytest.mark.slow
 
-if importlib.util.find_spec("hailo_immich_cli.server") is None or importlib.util.find_spec("tests.helpers.immich_server") is None:
-    pytest.skip("`serve` (hailo_immich_cli.server) has not landed on this branch", allow_module_level=True)
-if importlib.util.find_spec("hailo_immich_cli.ocr") is None:
-    pytest.skip("the OCR pipeline has not landed on this branch", allow_module_level=True)
-
-from tests.helpers.immich_server import jpeg, start_server, stop_server  # noqa: E402
+from tests.helpers.immich_server import jpeg, start_server, stop_server
 
 runner = CliRunner()
 
