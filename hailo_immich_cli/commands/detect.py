@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         detector: Optional[str] = typer.Option(None, "--detector", help="Detection recipe id or Immich model name."),
         recognizer: Optional[str] = typer.Option(None, "--recognizer", help="Recognition recipe id or Immich model name."),
         max_faces: Optional[int] = typer.Option(None, "--max-faces", help="Faces kept per image (default: the recipe's)."),
+        db: Optional[Path] = typer.Option(None, "--db", help="Also store the faces in this index database (as `index` does)."),
         backend: Optional[str] = BackendOption,
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
@@ -88,6 +89,7 @@ def register(app: typer.Typer) -> None:
             det_recipe = choose_detector(session, detector)
             session.model(det_recipe.id)  # load now: a missing detector is one clear error, not one per file
             embed = not no_embed
+            rec_recipe = None
             if embed:
                 try:
                     rec_recipe = choose_recognizer(session, recognizer)
@@ -101,6 +103,9 @@ def register(app: typer.Typer) -> None:
                         "fetch a recogniser (needs internet) or run on the Hailo backend.",
                         highlight=False,
                     )
+            sink = _open_sink(db, paths, session, det_recipe, rec_recipe if embed else None)
+            tweaks = "".join(f"?{k}={v}" for k, v in (("min_score", min_score), ("max_faces", max_faces)) if v is not None)
+            images: dict[Path, DecodedImage] = {}
             summary = RunSummary()
             records: list[dict] = []
             crop_files: dict[Path, list[Path]] = {}
@@ -114,9 +119,13 @@ def register(app: typer.Typer) -> None:
                 if crops is not None and result.faces:
                     index = summary.ok + len(summary.failed)
                     crop_files[path] = save_crops(crops, path, index, face_crops(session, image.rgb, result, recognizer))
+                if sink is not None:
+                    images[path] = image
                 return result
 
             for outcome in process_images(paths, work, err, summary, settings.max_image_pixels, show_progress=not (as_json or as_jsonl)):
+                if sink is not None:
+                    _store(sink, outcome, images.pop(outcome.path, None), tweaks)
                 if outcome.result is None:
                     continue
                 record = face_record(outcome.path, outcome.result, crops=crop_files.pop(outcome.path, None))
@@ -130,8 +139,41 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps(records, indent=1))
             elif not as_jsonl:
                 Console(no_color=settings.no_color).print(table)
+            if sink is not None:
+                sink.close()
             report_failures(err, summary)
         raise typer.Exit(summary.exit_code)
+
+
+def _open_sink(db: Path | None, paths: list[Path], session, det_recipe, rec_recipe):
+    """The index database to store faces in (None without --db)."""
+    if db is None:
+        return None
+    from hailo_immich_cli.batch.sink import DbSink
+    from hailo_immich_cli.batch.store import ModelInfo
+
+    sink = DbSink(db, "detect", paths, "faces")
+    for recipe in (det_recipe, rec_recipe):
+        if recipe is not None:
+            prov = session.model(recipe.id).provenance
+            sink.model(ModelInfo(prov.model_id, recipe.task, recipe.id, prov.backend, prov.device, prov.runtime,
+                                 tuple(recipe.immich_names), recipe.embedding_dim))
+    return sink
+
+
+def _store(sink, outcome, image: DecodedImage | None, tweaks: str) -> None:
+    """Faces stored under the key `index` uses; non-default thresholds get their own key (not the same result)."""
+    from hailo_immich_cli.batch.engines import pair_key
+    from hailo_immich_cli.batch.store import TaskOutput
+
+    if outcome.error:
+        sink.fail(outcome.path, outcome.error)
+        return
+    result = outcome.result
+    if result is None or image is None:
+        return
+    key = pair_key(result.detector.model_id, result.recognizer.model_id if result.recognizer else None) + tweaks
+    sink.add(outcome.path, image, [TaskOutput("faces", key, result.detector.backend, result)])
 
 
 def _table() -> Table:

@@ -55,6 +55,20 @@ class _Output:
         stderr_console().print(f"wrote {len(self.labels)} vectors to {self.npy} (labels and model in {side.name})")
 
 
+def _open_sink(db: Path | None, paths: list[Path], session, recipe):
+    """The index database to store vectors in (None without --db)."""
+    if db is None:
+        return None
+    from hailo_immich_cli.batch.sink import DbSink
+    from hailo_immich_cli.batch.store import ModelInfo
+
+    sink = DbSink(db, "embed", paths, "clip")
+    prov = session.model(recipe.id).provenance
+    sink.model(ModelInfo(prov.model_id, recipe.task, recipe.id, prov.backend, prov.device, prov.runtime,
+                         tuple(recipe.immich_names), recipe.embedding_dim))
+    return sink
+
+
 def register(app: typer.Typer) -> None:
     @app.command("embed")
     @handle_errors
@@ -64,6 +78,7 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Recipe id or Immich model name (default: the backend's default)."),
         npy: Optional[Path] = typer.Option(None, "--npy", help="Save the (N, D) float32 vectors to FILE.npy; labels and model id go to FILE.json."),
         jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per vector on stdout (label, model_id, backend, embedding)."),
+        db: Optional[Path] = typer.Option(None, "--db", help="Also store the image vectors in this index database (as `index` does)."),
         backend: Optional[str] = BackendOption,
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
@@ -85,27 +100,43 @@ def register(app: typer.Typer) -> None:
                 return
             recipe = session.resolve(clip.VISUAL, clip.paired_model(session.recipes, model, clip.VISUAL))
             session.model(recipe.id)  # load (and say which backend) before the first file
+            sink = _open_sink(db, paths or [], session, recipe)
             summary = RunSummary()
             labels: list[str] = []
             feeds: list[np.ndarray] = []
+            images: list[Any] = []
 
             def flush() -> None:
                 if feeds:
                     done = clip.encode_prepared(session, recipe, np.concatenate(feeds))
                     out.add(labels[:], done.vectors, done.provenance)
+                    if sink is not None:
+                        from hailo_immich_cli.batch.store import TaskOutput
+
+                        for label, image, vec in zip(labels, images, done.vectors):
+                            sink.add(Path(label), image, [TaskOutput("clip", done.provenance.model_id, done.provenance.backend, vec)])
                     labels.clear()
                     feeds.clear()
+                    images.clear()
 
             def work(path: Path, image) -> bool:
                 with session.host_time(recipe.id):
                     feeds.append(clip.prepare_images(recipe, [image.rgb]))
                 labels.append(str(path))
+                if sink is not None:
+                    images.append(image)
                 return True
 
-            for _ in process_images(paths or [], work, console, summary, max_pixels=settings.max_image_pixels):
-                if len(feeds) >= max(1, recipe.batch_size):
-                    flush()
-            flush()
+            try:
+                for outcome in process_images(paths or [], work, console, summary, max_pixels=settings.max_image_pixels):
+                    if outcome.error and sink is not None:
+                        sink.fail(outcome.path, outcome.error)
+                    if len(feeds) >= max(1, recipe.batch_size):
+                        flush()
+                flush()
+            finally:
+                if sink is not None:
+                    sink.close()
             out.close()
             report_failures(console, summary)
             if summary.ok == 0 and not summary.failed:

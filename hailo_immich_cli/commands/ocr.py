@@ -52,6 +52,34 @@ def _table(path: Path, result: OcrResult) -> Table:
     return table
 
 
+def _open_sink(db: Path | None, paths: list[Path]):
+    """The index database to store text in (None without --db)."""
+    if db is None:
+        return None
+    from hailo_immich_cli.batch.sink import DbSink
+
+    return DbSink(db, "ocr", paths, "ocr")
+
+
+def _store(sink, session, outcome, image, options) -> None:
+    """Text stored under the key `index` uses; non-default thresholds get their own key (not the same result)."""
+    from hailo_immich_cli.batch.engines import pair_key
+    from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
+
+    if outcome.error:
+        sink.fail(outcome.path, outcome.error)
+        return
+    result = outcome.result
+    if result is None or image is None:
+        return
+    for prov, task in ((result.detector, "ocr-detection"), (result.recognizer, "ocr-recognition")):
+        recipe = session.recipes.get(prov.recipe_id)
+        sink.model(ModelInfo(prov.model_id, task, prov.recipe_id, prov.backend, prov.device, prov.runtime, tuple(recipe.immich_names)))
+    tweaks = "".join(f"?{k}={v}" for k, v in options if v is not None)
+    key = pair_key(result.detector.model_id, result.recognizer.model_id) + tweaks
+    sink.add(outcome.path, image, [TaskOutput("ocr", key, result.detector.backend, result)])
+
+
 def register(app: typer.Typer) -> None:
     @app.command("ocr")
     @handle_errors
@@ -64,6 +92,7 @@ def register(app: typer.Typer) -> None:
         recognizer: Optional[str] = typer.Option(None, "--recognizer", help="Recognition recipe id or Immich model name."),
         as_json: bool = typer.Option(False, "--json", help="One JSON array of records on stdout."),
         as_jsonl: bool = typer.Option(False, "--jsonl", help="One JSON record per image per line on stdout, as they finish."),
+        db: Optional[Path] = typer.Option(None, "--db", help="Also store the text in this index database (as `index` does)."),
         backend: Optional[str] = BackendOption,
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
@@ -77,15 +106,23 @@ def register(app: typer.Typer) -> None:
         records: list[dict[str, Any]] = []
 
         with open_session(settings) as session:
+            sink = _open_sink(db, paths)
+            images: dict[Path, Any] = {}
 
             def work(path: Path, image) -> OcrResult:
-                return read_text(
+                result = read_text(
                     session, image.rgb, detector=detector, recognizer=recognizer,
                     min_det_score=min_det_score, max_resolution=max_resolution, min_rec_score=min_rec_score,
                 )
+                if sink is not None:
+                    images[path] = image
+                return result
 
             outcomes = process_images(paths, work, err, summary, max_pixels=settings.max_image_pixels, show_progress=not (as_json or as_jsonl))
             for outcome in outcomes:
+                if sink is not None:
+                    _store(sink, session, outcome, images.pop(outcome.path, None),
+                           (("min_det_score", min_det_score), ("min_rec_score", min_rec_score), ("max_resolution", max_resolution)))
                 record = result_record(outcome.path, outcome.result) if outcome.result is not None else {"file": str(outcome.path), "error": outcome.error}
                 if as_jsonl:
                     sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -94,6 +131,8 @@ def register(app: typer.Typer) -> None:
                     records.append(record)
                 elif outcome.result is not None:
                     out.print(_table(outcome.path, outcome.result))
+            if sink is not None:
+                sink.close()
         if as_json:
             sys.stdout.write(json.dumps(records, ensure_ascii=False, indent=2) + "\n")
         report_failures(err, summary)

@@ -1,0 +1,268 @@
+"""Search an index: CLIP text or image similarity, face similarity, OCR full text.
+
+A query vector is only ever compared with vectors of the SAME model (model id = recipe + file
+hash): mixing embedding spaces gives confident nonsense. Vectors are scored in chunks, so memory
+stays bounded however large the index is.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector
+from hailo_immich_cli.errors import BadInputError, UnknownModelError
+
+CHUNK = 16384
+
+
+@dataclass
+class Hit:
+    path: str
+    score: float
+    model_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "score": round(float(self.score), 6), "model_id": self.model_id, **self.detail}
+
+
+class QueryEncoder(Protocol):
+    """Turns a query into a vector with the model that made the stored vectors (local or remote)."""
+
+    def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]: ...
+
+    def image(self, rgb: np.ndarray, visual: dict[str, Any]) -> tuple[np.ndarray, str]: ...
+
+    def face(self, rgb: np.ndarray, recognizer: dict[str, Any], detector: str) -> tuple[np.ndarray, str]: ...
+
+
+class Index:
+    """Read-only view of an index database."""
+
+    def __init__(self, path: Path | str):
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such index database (create it with `hailo-immich index`)")
+        try:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise BadInputError(f"{path}: not an index database: {exc}") from exc
+        if version == 0:
+            raise BadInputError(f"{path}: not an index database (no schema)")
+        if version > SCHEMA_VERSION:
+            raise BadInputError(f"{path}: index schema v{version} is newer than this hailo-immich reads (v{SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- which model ----------------------------------------------------------------------------
+    def model(self, model_id: str) -> dict[str, Any]:
+        row = self.conn.execute(
+            "SELECT model_id, task, recipe_id, backend, immich_names, dim FROM models WHERE model_id = ?", (model_id,)
+        ).fetchone()
+        if row is None:
+            return {"model_id": model_id, "task": None, "recipe_id": model_id.split("@")[0], "backend": None,
+                    "immich_names": [], "dim": None}
+        return {"model_id": row[0], "task": row[1], "recipe_id": row[2], "backend": row[3],
+                "immich_names": json.loads(row[4] or "[]"), "dim": row[5]}
+
+    def pick(self, sql: str, wanted: str | None, what: str) -> str:
+        """The model id to search: `wanted` (id, recipe id or prefix) or the one with most results."""
+        counts = self.conn.execute(sql).fetchall()
+        if not counts:
+            raise BadInputError(f"the index holds no {what} (index with --tasks including it)")
+        if wanted is None:  # the most results; on a tie the model first used most recently
+            used = dict(self.conn.execute("SELECT model_id, first_used FROM models").fetchall())
+            return max(counts, key=lambda r: (r[1], used.get(r[0]) or 0.0, r[0]))[0]
+        for model_id, _ in counts:
+            if model_id == wanted or model_id.split("@")[0] == wanted or model_id.startswith(wanted):
+                return model_id
+        raise UnknownModelError(f"no {what} from model '{wanted}' in the index; it has: {', '.join(m for m, _ in counts)}")
+
+    def paths_for(self, hashes: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            rows = self.conn.execute(
+                f"SELECT hash, path FROM files WHERE deleted = 0 AND status = 'ok' AND hash IN ({','.join('?' * len(chunk))}) ORDER BY path",
+                chunk,
+            )
+            for h, p in rows:
+                out.setdefault(h, []).append(p)
+        return out
+
+    # ---- vector scoring -------------------------------------------------------------------------
+    def _top(self, rows: Iterator[tuple], query: np.ndarray, k: int, normalize: bool) -> list[tuple[float, tuple]]:
+        """Top-k rows by cosine with `query`; rows end with a float32 BLOB."""
+        q = query.astype(np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        best: list[tuple[float, int, tuple]] = []
+        counter = 0
+        while True:
+            chunk = rows.fetchmany(CHUNK)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            mats = [blob_vector(r[-1]) for r in chunk]
+            dims = {m.shape[0] for m in mats}
+            if dims != {q.shape[0]}:
+                raise BadInputError(f"stored vectors have {sorted(dims)} dims, the query has {q.shape[0]}")
+            m = np.stack(mats)
+            if normalize:
+                m = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+            scores = m @ q
+            take = np.argsort(-scores)[:k]
+            for i in take:
+                counter += 1
+                item = (float(scores[i]), -counter, chunk[i][:-1])
+                if len(best) < k:
+                    heapq.heappush(best, item)
+                else:
+                    heapq.heappushpop(best, item)
+        return [(s, row) for s, _, row in sorted(best, reverse=True)]
+
+    def _expand(self, scored: list[tuple[float, str, dict]], model_id: str, k: int) -> list[Hit]:
+        paths = self.paths_for(list(dict.fromkeys(h for _, h, _ in scored)))
+        hits: list[Hit] = []
+        for score, h, detail in scored:
+            for p in paths.get(h, []):
+                hits.append(Hit(p, score, model_id, dict(detail)))
+        return hits[:k]
+
+    # ---- the four searches ----------------------------------------------------------------------
+    def clip_model(self, wanted: str | None) -> dict[str, Any]:
+        model_id = self.pick("SELECT model_id, count(*) FROM clip GROUP BY model_id", wanted, "CLIP vectors")
+        return self.model(model_id)
+
+    def by_vector(self, query: np.ndarray, model_id: str, k: int) -> list[Hit]:
+        rows = self.conn.execute("SELECT hash, embedding FROM clip WHERE model_id = ?", (model_id,))
+        # Over-fetch: one content may be several files, deleted ones drop out.
+        top = self._top(rows, query, k * 4 + 16, normalize=True)
+        return self._expand([(s, r[0], {}) for s, r in top], model_id, k)
+
+    def text(self, encoder: QueryEncoder, query: str, k: int, model: str | None = None) -> list[Hit]:
+        visual = self.clip_model(model)
+        vec, text_model = encoder.text(query, visual)
+        hits = self.by_vector(vec, visual["model_id"], k)
+        for h in hits:
+            h.detail["text_model"] = text_model
+        return hits
+
+    def like(self, encoder: QueryEncoder, rgb: np.ndarray, k: int, model: str | None = None) -> list[Hit]:
+        visual = self.clip_model(model)
+        vec, used = encoder.image(rgb, visual)
+        if used != visual["model_id"]:
+            raise UnknownModelError(f"the index's CLIP vectors come from {visual['model_id']}, but the query was encoded by {used}")
+        return self.by_vector(vec, visual["model_id"], k)
+
+    def face(self, encoder: QueryEncoder, rgb: np.ndarray, k: int, model: str | None = None) -> list[Hit]:
+        recognizer_id = self.pick(
+            "SELECT recognizer, count(*) FROM faces WHERE recognizer IS NOT NULL AND embedding IS NOT NULL GROUP BY recognizer",
+            model, "face embeddings",
+        )
+        detector = self.conn.execute(
+            "SELECT detector, count(*) c FROM faces WHERE recognizer = ? GROUP BY detector ORDER BY c DESC LIMIT 1", (recognizer_id,)
+        ).fetchone()[0]
+        vec, used = encoder.face(rgb, self.model(recognizer_id), detector)
+        if used != recognizer_id:
+            raise UnknownModelError(f"the index's face embeddings come from {recognizer_id}, but the query face was embedded by {used}")
+        rows = self.conn.execute(
+            "SELECT hash, x1, y1, x2, y2, score, embedding FROM faces WHERE recognizer = ? AND embedding IS NOT NULL", (recognizer_id,)
+        )
+        top = self._top(rows, vec, k * 4 + 16, normalize=True)
+        scored = [(s, r[0], {"box": [round(v, 1) for v in r[1:5]], "face_score": round(r[5], 4)}) for s, r in top]
+        return self._expand(scored, recognizer_id, k)
+
+    def ocr(self, words: str, k: int, model: str | None = None) -> list[Hit]:
+        terms = [w for w in words.split() if w.strip()]
+        if not terms:
+            raise BadInputError("--ocr needs at least one word")
+        match = " ".join('"' + w.replace('"', '""') + '"' for w in terms)
+        sql = (
+            "SELECT t.hash, t.model_id, -bm25(ocr_text_fts) AS score, snippet(ocr_text_fts, 0, '[', ']', '…', 12)"
+            " FROM ocr_text_fts JOIN ocr_text t ON t.id = ocr_text_fts.rowid WHERE ocr_text_fts MATCH ?"
+        )
+        params: list[Any] = [match]
+        if model:
+            sql += " AND (t.model_id = ? OR t.model_id LIKE ?)"
+            params += [model, model + "%"]
+        sql += " ORDER BY score DESC LIMIT ?"
+        params.append(k * 4 + 16)
+        rows = self.conn.execute(sql, params).fetchall()
+        hits: list[Hit] = []
+        paths = self.paths_for(list(dict.fromkeys(r[0] for r in rows)))
+        for h, model_id, score, snippet in rows:
+            for p in paths.get(h, []):
+                hits.append(Hit(p, score, model_id, {"text": snippet.replace("\n", " ")}))
+        return hits[:k]
+
+
+class LocalQueryEncoder:
+    """Encodes queries with this machine's recipes, refusing a model other than the stored one."""
+
+    def __init__(self, session: Any):
+        self.session = session
+
+    def _recipe_for(self, info: dict[str, Any], task: str):
+        try:
+            recipe = self.session.recipes.get(info["recipe_id"])
+        except UnknownModelError:
+            raise UnknownModelError(
+                f"the index's vectors come from '{info['model_id']}', which no local recipe provides"
+                + (" (it was made through --remote; search with --remote too)" if info["model_id"].endswith("@remote") else "")
+            ) from None
+        model_id = self.session.model(recipe.id).provenance.model_id
+        if model_id != info["model_id"]:
+            raise UnknownModelError(f"the index's vectors come from {info['model_id']}, the local recipe now loads {model_id}; re-index")
+        return recipe
+
+    def textual_for(self, visual_recipe: Any):
+        """The text encoder paired with a visual one: named in the recipe, else same Immich name and backend."""
+        book = self.session.recipes
+        clip_table = visual_recipe.raw.get("clip", {})
+        paired = (clip_table.get("pair") if isinstance(clip_table, dict) else None) or visual_recipe.raw.get("textual")
+        if paired:
+            return book.get(paired)
+        for name in visual_recipe.immich_names:
+            found = [r for r in book.by_immich_name("clip-textual", name, visual_recipe.backend)]
+            if found:
+                return found[0]
+        guess = visual_recipe.id.replace("visual", "textual")
+        if guess != visual_recipe.id:
+            return book.get(guess)
+        raise UnknownModelError(f"no text encoder is paired with {visual_recipe.id} (give the recipe a `textual = \"...\"` key)")
+
+    def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
+        from hailo_immich_cli import clip
+
+        recipe = self.textual_for(self._recipe_for(visual, "clip-visual"))
+        emb = clip.encode_texts(self.session, [query], model=recipe.id)
+        return emb.vectors[0], emb.provenance.model_id
+
+    def image(self, rgb: np.ndarray, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
+        from hailo_immich_cli import clip
+
+        recipe = self._recipe_for(visual, "clip-visual")
+        emb = clip.encode_images(self.session, [rgb], model=recipe.id)
+        return emb.vectors[0], emb.provenance.model_id
+
+    def face(self, rgb: np.ndarray, recognizer: dict[str, Any], detector: str) -> tuple[np.ndarray, str]:
+        from hailo_immich_cli import faces
+
+        rec = self._recipe_for(recognizer, "face-recognition")
+        det = self._recipe_for(self._model_info_fallback(detector), "face-detection")
+        result = faces.analyze_faces(self.session, rgb, detector=det.id, recognizer=rec.id)
+        if not result.faces or result.faces[0].embedding is None:
+            raise BadInputError("no face found in the query image")
+        return result.faces[0].embedding, result.recognizer.model_id
+
+    @staticmethod
+    def _model_info_fallback(model_id: str) -> dict[str, Any]:
+        return {"model_id": model_id, "recipe_id": model_id.split("@")[0]}

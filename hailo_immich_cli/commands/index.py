@@ -1,0 +1,122 @@
+"""`hailo-immich index PATH... --db FILE`: index photo folders into SQLite, incrementally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
+from hailo_immich_cli.batch.store import TASKS, Store
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
+from hailo_immich_cli.errors import BadInputError
+
+DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite) [env: HAILO_IMMICH_DB]")
+
+
+def parse_tasks(raw: str) -> tuple[str, ...]:
+    tasks = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise BadInputError(f"--tasks takes a comma list of {', '.join(TASKS)}; got '{raw}'")
+    return tasks
+
+
+def _describe(stats: IndexStats) -> str:
+    c = stats.counts()
+    return f"new {c['new']} chg {c['changed']} mv {c['renamed']} same {c['unchanged']} fail {c['failed']}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("index")
+    @handle_errors
+    def index(
+        paths: List[Path] = typer.Argument(..., help="Photo folders or files"),
+        db: Path = DbOption,
+        tasks: str = typer.Option(",".join(TASKS), "--tasks", "-t", help="Comma list of faces, clip, ocr"),
+        clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP recipe id or Immich model name"),
+        face_model: Optional[str] = typer.Option(None, "--face-model", help="Immich model name (buffalo_l) or DETECTOR,RECOGNISER recipe ids"),
+        ocr_model: Optional[str] = typer.Option(None, "--ocr-model", help="Immich model name (PP-OCRv5_mobile) or DETECTOR,RECOGNISER recipe ids"),
+        remote: Optional[str] = typer.Option(None, "--remote", envvar="HAILO_IMMICH_REMOTE",
+                                             help="Run tasks on Immich-compatible /predict services: URL[,URL...]"),
+        workers: int = typer.Option(0, "--workers", "-w", help="Decoder threads (0 = by CPU count)"),
+        decode_min_side: Optional[int] = typer.Option(None, "--decode-min-side",
+                                                      help="Decode JPEGs down to this shorter side (0 = full size; default: what the models need)"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again files that failed before and did not change"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar"),
+        backend: Optional[str] = BackendOption,
+        models_dir: Optional[Path] = ModelsDirOption,
+    ) -> None:
+        """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
+        settings = load_settings(backend=backend, models_dir=models_dir)
+        console = stderr_console(settings)
+        selected = parse_tasks(tasks)
+        names = {"clip": clip_model, "faces": face_model, "ocr": ocr_model}
+        options = IndexOptions(paths=paths, decode_min_side=decode_min_side, retry_failed=retry_failed,
+                               max_pixels=settings.max_image_pixels)
+        if workers > 0:
+            options.decode_workers = workers
+        store = Store(db)
+        session = None
+        try:
+            if remote:
+                from hailo_immich_cli.batch.remote import RemoteEngine
+
+                engine = RemoteEngine([u.strip() for u in remote.split(",") if u.strip()], selected, names)
+            else:
+                from hailo_immich_cli.batch.engines import LocalEngine
+                from hailo_immich_cli.session import SessionManager
+
+                session = SessionManager(settings)
+                engine = LocalEngine(session, selected, names)
+            stats = _run(Indexer, store, engine, options, console, show=not no_progress)
+        finally:
+            if session is not None:
+                session.close()
+            store.close()
+        _report(console, stats)
+        if stats.failures:
+            raise typer.Exit(1)
+
+
+def _run(indexer_cls, store, engine, options, console, show: bool) -> IndexStats:
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} files/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=False, disable=not show,
+    )
+    import time
+
+    start = time.monotonic()
+    with progress:
+        bar = progress.add_task("scanning", total=None, rate="0.0")
+
+        def update(stats: IndexStats) -> None:
+            elapsed = max(time.monotonic() - start, 1e-6)
+            progress.update(bar, completed=stats.done, total=stats.total, description=_describe(stats),
+                            rate=f"{stats.done / elapsed:.1f}")
+
+        stats = indexer_cls(store, engine, options, on_progress=update).run()
+        update(stats)
+    return stats
+
+
+def _report(console, stats: IndexStats) -> None:
+    c = stats.counts()
+    console.print(
+        f"indexed: {c['new']} new, {c['changed']} changed, {c['renamed']} renamed/moved, {c['unchanged']} unchanged, "
+        f"{c['deleted']} deleted, {c['failed']} failed" + (f", {c['skipped_failed']} skipped (failed before)" if c["skipped_failed"] else "")
+    )
+    if stats.failures:
+        table = Table("file", "error", title=f"{len(stats.failures)} file(s) failed", title_justify="left")
+        for path, error in sorted(stats.failures)[:50]:
+            table.add_row(escape(path), escape(error))
+        console.print(table)
+        if len(stats.failures) > 50:
+            console.print(f"... and {len(stats.failures) - 50} more (see the `files` table, status = 'failed')")
+    if stats.previous_failures:
+        console.print(f"{len(stats.previous_failures)} unchanged file(s) failed in an earlier run; --retry-failed tries them again")

@@ -1,0 +1,97 @@
+"""`hailo-immich search DB`: find photos by text (CLIP), OCR words, a similar image, or a face."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hailo_immich_cli.batch.search import Hit, Index
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
+from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.imaging import decode_image
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("search")
+    @handle_errors
+    def search(
+        db: Path = typer.Argument(..., envvar="HAILO_IMMICH_DB", help="Index database made by `hailo-immich index`"),
+        text: Optional[str] = typer.Option(None, "--text", help="Describe the photo (CLIP text search)"),
+        ocr: Optional[str] = typer.Option(None, "--ocr", help="Words written in the photo (full-text search)"),
+        like: Optional[Path] = typer.Option(None, "--like", help="Photos that look like this image"),
+        face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
+        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
+        model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
+        as_json: bool = typer.Option(False, "--json", help="JSON array on stdout"),
+        paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
+        remote: Optional[str] = typer.Option(None, "--remote", envvar="HAILO_IMMICH_REMOTE",
+                                             help="Encode the query on /predict services (for an index built with --remote)"),
+        backend: Optional[str] = BackendOption,
+        models_dir: Optional[Path] = ModelsDirOption,
+    ) -> None:
+        """Search an index; results go to stdout (a table, --json or --paths), messages to stderr."""
+        modes = [m for m in (text, ocr, like, face) if m is not None]
+        if len(modes) != 1:
+            raise BadInputError("give exactly one of --text, --ocr, --like, --face")
+        if as_json and paths_only:
+            raise BadInputError("--json and --paths exclude each other")
+        settings = load_settings(backend=backend, models_dir=models_dir)
+        index = Index(db)
+        session = None
+        try:
+            if ocr is not None:
+                hits = index.ocr(ocr, top, model)
+                mode = "ocr"
+            else:
+                if remote:
+                    from hailo_immich_cli.batch.remote import RemoteQueryEncoder
+
+                    encoder = RemoteQueryEncoder([u.strip() for u in remote.split(",") if u.strip()])
+                else:
+                    from hailo_immich_cli.batch.search import LocalQueryEncoder
+                    from hailo_immich_cli.session import SessionManager
+
+                    session = SessionManager(settings)
+                    encoder = LocalQueryEncoder(session)
+                if text is not None:
+                    hits, mode = index.text(encoder, text, top, model), "text"
+                elif like is not None:
+                    hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
+                else:
+                    hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
+        finally:
+            index.close()
+            if session is not None:
+                session.close()
+        _print(hits, mode, as_json, paths_only)
+
+
+def _load(path: Path, max_pixels: int):
+    return decode_image(path, max_pixels=max_pixels, exif_transpose=True).rgb
+
+
+def _print(hits: list[Hit], mode: str, as_json: bool, paths_only: bool) -> None:
+    if paths_only:
+        for h in hits:
+            sys.stdout.write(h.path + "\n")
+        return
+    if as_json:
+        sys.stdout.write(json.dumps([h.as_dict() for h in hits], ensure_ascii=False) + "\n")
+        return
+    table = Table("#", "score", "path", title=f"{len(hits)} result(s)", title_justify="left")
+    extra = "text" if mode == "ocr" else ("box" if mode == "face" else None)
+    if extra:
+        table.add_column(extra)
+    for i, h in enumerate(hits, 1):
+        row = [str(i), f"{h.score:.4f}", escape(h.path)]
+        if extra:
+            row.append(escape(str(h.detail.get(extra, ""))))
+        table.add_row(*row)
+    Console(highlight=False, soft_wrap=False).print(table)
