@@ -1,0 +1,415 @@
+"""`hailo-immich bench --url`: load-test a running ML service (ours or Immich's) the way Immich calls it.
+
+Requests are shaped like the Immich server's (multipart, `entries` first, the image part named
+`image` with filename "blob" and application/octet-stream), sent from `concurrency` keep-alive
+connections. A control phase runs first: /ping latency on an idle service, and the client's own
+ceiling (requests the service rejects before inference), so a slow load generator is never
+mistaken for a slow service. During every load phase a separate connection pings /ping, because
+Immich's availability check (2 s timeout) is what marks a busy worker as down.
+
+Only the host and port of the URL given are ever contacted (Immich drops the URL path as well).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hailo_immich_cli import __version__
+from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
+from hailo_immich_cli.benchkit import (
+    host_info,
+    loop_summary,
+    percentiles_ms,
+    timed_loop,
+)
+from hailo_immich_cli.errors import BadInputError
+
+# Immich's default model per task, and the entries its server builds (immich-protocol.md §2.4).
+DEFAULT_MODEL_NAMES = {"faces": "buffalo_l", "clip": "ViT-B-32__openai", "clip-text": "ViT-B-32__openai", "ocr": "PP-OCRv5_mobile"}
+URL_TASKS = tuple(DEFAULT_MODEL_NAMES)
+IMMICH_PING_TIMEOUT_S = 2.0  # Immich's availability check gives /ping 2 s before marking the worker down
+JOB_NAMES = {"faces": "Face Detection", "clip": "Smart Search", "clip-text": "(search queries)", "ocr": "OCR"}
+
+
+def entries_for(task: str, model_name: str) -> str:
+    """The `entries` JSON exactly as Immich's server serialises it (key order, no spaces)."""
+    if task == "faces":
+        data: dict[str, Any] = {"facial-recognition": {"detection": {"modelName": model_name, "options": {"minScore": 0.7}},
+                                                       "recognition": {"modelName": model_name}}}
+    elif task == "clip":
+        data = {"clip": {"visual": {"modelName": model_name}}}
+    elif task == "clip-text":
+        data = {"clip": {"textual": {"modelName": model_name, "options": {"language": "en"}}}}
+    elif task == "ocr":
+        data = {"ocr": {"detection": {"modelName": model_name, "options": {"minScore": 0.5, "maxResolution": 736}},
+                        "recognition": {"modelName": model_name, "options": {"minScore": 0.8}}}}
+    else:
+        raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
+    return json.dumps(data, separators=(",", ":"))
+
+
+def multipart(entries: str, image: bytes | None = None, text: str | None = None) -> tuple[bytes, str]:
+    """(body, content-type): `entries` first, then `image` (filename "blob", octet-stream) or `text`."""
+    boundary = f"----formdata-hailo-immich-{uuid.uuid4().hex[:16]}"
+    crlf = b"\r\n"
+    parts = [f"--{boundary}".encode(), b'Content-Disposition: form-data; name="entries"', b"", entries.encode()]
+    if image is not None:
+        parts += [f"--{boundary}".encode(), b'Content-Disposition: form-data; name="image"; filename="blob"',
+                  b"Content-Type: application/octet-stream", b"", image]
+    elif text is not None:
+        parts += [f"--{boundary}".encode(), b'Content-Disposition: form-data; name="text"', b"", text.encode()]
+    body = crlf.join(parts) + crlf + f"--{boundary}--".encode() + crlf
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https"):
+            raise BadInputError(f"--url: only http:// and https:// are supported, not '{parts.scheme}'")
+        if not parts.hostname:
+            raise BadInputError(f"--url: no host in '{url}'")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise BadInputError(f"--url: bad port in '{url}'") from None
+        return cls(parts.scheme, parts.hostname, port)
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class StatusError(Exception):
+    """A response that is not 2xx; the label is its status code."""
+
+    def __init__(self, status: int):
+        super().__init__(str(status))
+        self.status = status
+
+
+def classify(exc: BaseException) -> str:
+    if isinstance(exc, StatusError):
+        return str(exc.status)
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return "timeout"
+    if isinstance(exc, (ConnectionError, http.client.HTTPException, OSError)):
+        return "connection-error"
+    return type(exc).__name__
+
+
+class Client:
+    """One keep-alive connection per thread; reconnects after any failure."""
+
+    def __init__(self, target: Target, timeout: float):
+        self.target, self.timeout = target, timeout
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.target.connect(self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = self._conn()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            if response.getheader("connection", "").lower() == "close":
+                self.close()
+            return response.status, data
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+@dataclass
+class Payload:
+    """One ready request body per image (or text), cycled through by the workers."""
+
+    task: str
+    bodies: list[tuple[bytes, str]]
+    _next: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> tuple[bytes, str]:
+        with self._lock:
+            body = self.bodies[self._next % len(self.bodies)]
+            self._next += 1
+            return body
+
+
+def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str]) -> Payload:
+    entries = entries_for(task, model_name)
+    if task == "clip-text":
+        return Payload(task, [multipart(entries, text=t) for t in texts])
+    return Payload(task, [multipart(entries, image=img) for img in images])
+
+
+def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]:
+    """Raw file bytes as Immich sends its previews; synthetic JPEG previews when no folder is given."""
+    if folder is None:
+        import cv2
+
+        from hailo_immich_cli.bench import synthetic_images
+
+        encoded = [cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for img in synthetic_images()]
+        return encoded, "synthetic JPEG (1920x1440, printed text, no faces)"
+    from hailo_immich_cli.batch.scan import iter_image_files
+
+    if not Path(folder).is_dir():
+        raise BadInputError(f"--images: {folder} is not a folder")
+    data = []
+    for path in iter_image_files([folder]):
+        if len(data) >= limit:
+            break
+        try:
+            data.append(path.read_bytes())
+        except OSError:
+            continue
+    if not data:
+        raise BadInputError(f"--images: no image files in {folder}")
+    return data, str(folder)
+
+
+@dataclass
+class UrlOptions:
+    tasks: tuple[str, ...] = ("clip",)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    duration_s: float | None = 10.0
+    count: int | None = None
+    warmup: int = 2
+    timeout_s: float = 60.0
+    ping_interval_s: float = 0.25
+    control_pings: int = 10
+    max_latency_ms: float | None = None
+    model_names: dict[str, str] = field(default_factory=dict)
+
+
+class Pinger:
+    """Pings /ping on its own connection at a fixed interval while a load phase runs."""
+
+    def __init__(self, target: Target, interval_s: float, timeout_s: float):
+        self.client = Client(target, timeout_s)
+        self.interval = interval_s
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-ping", daemon=True)
+
+    def _once(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            status, _ = self.client.request("GET", "/ping")
+            if status != 200:
+                raise StatusError(status)
+            self.latencies.append(time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - counted
+            label = classify(exc)
+            self.errors[label] = self.errors.get(label, 0) + 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._once()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def summary(self) -> dict[str, Any]:
+        slow = sum(1 for t in self.latencies if t > IMMICH_PING_TIMEOUT_S)
+        return {"pings": len(self.latencies), "errors": dict(sorted(self.errors.items())),
+                "latency_ms": percentiles_ms(self.latencies),
+                "over_immich_timeout": slow + sum(self.errors.values())}
+
+
+class LoadTest:
+    def __init__(self, url: str, options: UrlOptions, images: list[bytes], images_source: str,
+                 progress: Callable[[str], None] | None = None):
+        self.target = Target.parse(url)
+        if options.duration_s is None and options.count is None:
+            raise BadInputError("give --duration, --count or both: a load test is always bounded")
+        if not images and any(t != "clip-text" for t in options.tasks):
+            raise BadInputError("no images to send")
+        self.opts = options
+        self.images = images
+        self.images_source = images_source
+        self.progress = progress or (lambda _m: None)
+
+    def _post(self, client: Client, payload: Payload) -> Callable[[], int]:
+        def work() -> int:
+            body, ctype = payload.take()
+            status, _ = client.request("POST", "/predict", body, {"Content-Type": ctype})
+            if not 200 <= status < 300:
+                raise StatusError(status)
+            return 1
+
+        return work
+
+    def identify(self) -> dict[str, Any]:
+        """What answers at the address: GET / (Immich says {"message":"Immich ML"}); our /health if present."""
+        client = Client(self.target, self.opts.timeout_s)
+        found: dict[str, Any] = {"url": str(self.target)}
+        try:
+            status, body = client.request("GET", "/")
+            found["root"] = {"status": status, "body": body[:200].decode("utf-8", "replace")}
+            status, body = client.request("GET", "/health")
+            if status == 200:
+                try:
+                    found["health"] = json.loads(body)
+                except ValueError:
+                    pass
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"--url: nothing answers at {self.target}: {classify(exc)} ({exc})") from None
+        finally:
+            client.close()
+        return found
+
+    def control(self) -> dict[str, Any]:
+        """Idle /ping latency, then the client-side ceiling with requests rejected before inference."""
+        pinger = Pinger(self.target, 0.0, self.opts.timeout_s)
+        for _ in range(self.opts.control_pings):
+            pinger._once()
+        pinger.client.close()
+        idle = pinger.summary()
+        client = Client(self.target, self.opts.timeout_s)
+        body, ctype = multipart("not json", image=self.images[0] if self.images else b"")
+        statuses: dict[str, int] = {}
+
+        def rejected() -> int:
+            status, _ = client.request("POST", "/predict", body, {"Content-Type": ctype})
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            return 1
+
+        top = max(self.opts.concurrency)
+        duration = min(self.opts.duration_s or 2.0, 2.0)
+        loop = timed_loop(rejected, threads=top, duration_s=duration, count=self.opts.count, classify_error=classify)
+        client.close()
+        ceiling = {**loop_summary(loop), "concurrency": top, "statuses": dict(sorted(statuses.items()))}
+        self.progress(f"control: idle /ping p50 {idle['latency_ms']['p50']} ms; "
+                      f"client ceiling {ceiling['calls_per_s']:.0f} req/s (rejected requests, statuses {ceiling['statuses']})")
+        return {"idle_ping": idle, "client_ceiling": ceiling}
+
+    def phase(self, task: str, concurrency: int) -> dict[str, Any]:
+        name = self.opts.model_names.get(task) or DEFAULT_MODEL_NAMES[task]
+        payload = payload_for(task, name, self.images, ["a photo of a dog", "sunset over the sea", "birthday party"])
+        client = Client(self.target, self.opts.timeout_s)
+        work = self._post(client, payload)
+        warm_errors: dict[str, int] = {}
+        for _ in range(self.opts.warmup):
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - a failing warm-up shows up in the phase too
+                warm_errors[classify(exc)] = warm_errors.get(classify(exc), 0) + 1
+        with Pinger(self.target, self.opts.ping_interval_s, self.opts.timeout_s) as pinger:
+            loop = timed_loop(work, threads=concurrency, duration_s=self.opts.duration_s, count=self.opts.count,
+                              classify_error=classify)
+        client.close()
+        summary = loop_summary(loop)
+        cell = {"task": task, "model_name": name, "concurrency": concurrency,
+                "requests_per_s": summary["calls_per_s"], "items_per_s": summary["calls_per_s"],
+                **summary, "warmup_errors": warm_errors, "ping_under_load": pinger.summary()}
+        self.progress(f"{task} concurrency={concurrency}: {cell['requests_per_s']:.2f} req/s, "
+                      f"p95 {cell['latency_ms']['p95']} ms, errors {cell['errors'] or 0}, "
+                      f"/ping p95 {cell['ping_under_load']['latency_ms']['p95']} ms")
+        return cell
+
+    def run(self) -> dict[str, Any]:
+        started = datetime.now(timezone.utc)
+        service = self.identify()
+        control = self.control()
+        tasks: dict[str, dict[str, Any]] = {}
+        for task in self.opts.tasks:
+            if task not in URL_TASKS:
+                raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
+            tasks[task] = {"cells": with_speedup([self.phase(task, c) for c in self.opts.concurrency], "requests_per_s")}
+        health = service.get("health") or {}
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "url",
+            "tool": {"name": "hailo-immich", "version": __version__},
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "emulated": bool(_find_key(health, "emulated")),
+            "service": service,
+            "host": host_info(),
+            "options": {
+                "tasks": list(self.opts.tasks), "concurrency": list(self.opts.concurrency),
+                "duration_s": self.opts.duration_s, "count": self.opts.count, "warmup": self.opts.warmup,
+                "timeout_s": self.opts.timeout_s, "max_latency_ms": self.opts.max_latency_ms,
+                "model_names": {t: self.opts.model_names.get(t) or DEFAULT_MODEL_NAMES[t] for t in self.opts.tasks},
+            },
+            "images": {"source": self.images_source, "count": len(self.images), "bytes": [len(b) for b in self.images]},
+            "control": control,
+            "tasks": tasks,
+        }
+        report["advice"] = advise_url(report, self.opts.max_latency_ms)
+        return report
+
+
+def _find_key(data: Any, key: str) -> Any:
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        for value in data.values():
+            found = _find_key(value, key)
+            if found:
+                return found
+    return None
+
+
+def advise_url(report: dict[str, Any], max_latency_ms: float | None) -> list[dict[str, Any]]:
+    """Per task: the concurrency with the best requests/s within the latency bound."""
+    advice = []
+    bound = f"p95 <= {max_latency_ms:g} ms" if max_latency_ms is not None else "no latency bound"
+    for task, data in report["tasks"].items():
+        cell, ok = best_cell(data["cells"], max_latency_ms, key="requests_per_s")
+        if cell is None:
+            advice.append({"scope": task, "within_bound": False, "bound": bound, "env": {},
+                           "text": "no error-free phase to advise from (see errors by status)"})
+            continue
+        c = cell["concurrency"]
+        env = {"MACHINE_LEARNING_REQUEST_THREADS": f">={c}"}
+        advice.append({
+            "scope": task, "within_bound": ok, "bound": bound, "concurrency": c, "env": env,
+            "requests_per_s": cell["requests_per_s"], "latency_ms": cell["latency_ms"],
+            "text": (("" if ok else f"no concurrency met {bound}; lowest latency: ")
+                     + f"Immich job concurrency '{JOB_NAMES[task]}' = {c}, service MACHINE_LEARNING_REQUEST_THREADS >= {c}"
+                     + f" -> {cell['requests_per_s']:.2f} req/s, p95 {cell['latency_ms']['p95']:.0f} ms"),
+        })
+    return advice
