@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.helpers.onnx_build import save_graph
 from PIL import Image
 
 FORMATS = (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"), ("tif", "TIFF"), ("heic", "HEIF"))
@@ -132,7 +134,6 @@ def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
 # ---- models the index tests need that have no offline weights ------------------------------------
 def arcface_like_onnx(path: Path, seed: int = 0) -> Path:
     """ArcFace's signature, input.1 (N,3,112,112) -> (N,512), as a fixed random net (no identity knowledge)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -148,12 +149,7 @@ def arcface_like_onnx(path: Path, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
         [numpy_helper.from_array(w, "w")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 RECOGNIZER_TOML = """\

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.onnx_build import save_graph
+
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64
 )
@@ -206,7 +208,6 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
     execution, real shapes and batching, but no identity knowledge. `self_normalising` puts
     (x - 127.5) * (1/127.5) inside the graph as nodes named Sub_0 / Mul_1, as MXNet-style exports do.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -239,12 +240,7 @@ def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = 
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, 512])],
         [numpy_helper.from_array(a, n) for a, n in ((conv_w, "conv_w"), (conv_b, "conv_b"), (fc_w, "fc_w"), (fc_b, "fc_b"))] + extra,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0, input_hw: tuple[int, int] | None = None) -> Path:
@@ -255,7 +251,6 @@ def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0, i
     (from encode_scrfd with logit scores). Input input.1 (1,3,?,?) or a static `input_hw`,
     outputs (N,1)/(N,4)/(N,10).
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     flat = as_insightface_flat(maps)
@@ -290,12 +285,7 @@ def make_buffalo_like_detector_onnx(path: Path, maps, input_gain: float = 3.0, i
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *(input_hw or ("?", "?"))])],
         outputs, inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:

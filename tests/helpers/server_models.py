@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.onnx_build import save_graph
+
 from hailo_immich_cli.recipes import shipped_recipes_dir
 
 
 def make_flaky_text_detector_onnx(path: Path) -> Path:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -40,12 +41,7 @@ def make_flaky_text_detector_onnx(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def derived_recipe(shipped_id: str, new_id: str, immich_names: list[str], model_file: str | None = None) -> str:
