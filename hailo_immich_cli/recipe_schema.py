@@ -50,6 +50,11 @@ TENSOR = {
     "role": _k("str", *TENSOR_ROLES),
     "index": _k("int"),   # face_detect.py: output by position when export names carry no meaning
     "stride": _k("int"),  # face_detect.py: SCRFD output's feature stride
+    # What the emulated HEF of this tensor looks like (tests/helpers/hailo.py builds HEFs from
+    # recipes for the hailo_platform test double); ignored by the product.
+    "hef_dtype": _k("str", "uint8", "uint16"),
+    "qp_scale": _k("float"),
+    "qp_zp": _k("float"),
 }
 
 # tensors.image_input: the host side of any image model
