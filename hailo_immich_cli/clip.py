@@ -389,6 +389,16 @@ def text_vectors(recipe: Recipe, out: np.ndarray, ids: np.ndarray, weights: Mapp
     return _finish(recipe, raw)
 
 
+MCLIP_INPUTS = ("input_ids", "attention_mask")
+
+
+def _ids_and_mask(recipe: Recipe, tokenizer: TextTokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    encode = getattr(tokenizer, "encode_with_mask", None)
+    if encode is None:
+        raise ModelMismatchError(f"recipe {recipe.id}: the model takes {' and '.join(MCLIP_INPUTS)}, which needs an hf-json tokenizer")
+    return encode(texts)
+
+
 def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Embeddings:
     """Text embeddings (N, D), L2-normalised, in input order."""
     recipe = session.resolve(TEXTUAL, model)
@@ -400,11 +410,16 @@ def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Emb
     eot_id = int(recipe.raw.get("text", {}).get("eot_id", getattr(resources.tokenizer, "eot_id", 49407)))
     provenance = loaded.provenance
     parts: list[np.ndarray] = []
+    with_mask = {t.name for t in loaded.inputs} == set(MCLIP_INPUTS)  # M-CLIP exports: ids and attention mask
     for part in _chunks(len(texts), recipe.batch_size):
         with session.host_time(recipe.id):
-            ids = resources.tokenizer([str(t) for t in texts[part]])
-            feed = text_feed(recipe, ids, resources.weights, info)
-        result = session.run(recipe.id, {name: feed})
+            if with_mask:
+                ids, mask = _ids_and_mask(recipe, resources.tokenizer, [str(t) for t in texts[part]])
+                feeds = {MCLIP_INPUTS[0]: text_feed(recipe, ids, resources.weights, info), MCLIP_INPUTS[1]: mask.astype(np.int32)}
+            else:
+                ids = resources.tokenizer([str(t) for t in texts[part]])
+                feeds = {name: text_feed(recipe, ids, resources.weights, info)}
+        result = session.run(recipe.id, feeds)
         provenance = result.provenance
         with session.host_time(recipe.id):
             parts.append(text_vectors(recipe, _output(recipe, result.outputs), ids, resources.weights, eot_id))

@@ -17,6 +17,7 @@ from hailo_immich_cli.settings import Settings
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
+IMPORTED_CACHE_DIR = "immich-cache"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -48,6 +49,8 @@ class ModelFiles:
     def __init__(self, settings: Settings):
         self.models_dir = Path(settings.models_dir)
         self.immich_cache = Path(settings.immich_cache_folder) if settings.immich_cache_folder else None
+        # `fetch-models --from <Immich cache>` copies models no shipped recipe covers here, in Immich's layout.
+        self.imported_cache = self.models_dir / IMPORTED_CACHE_DIR
 
     def target(self, recipe: Recipe, spec: FileSpec) -> Path:
         """Where fetch-models puts this file."""
@@ -57,6 +60,8 @@ class ModelFiles:
         paths = [self.target(recipe, spec)]
         if self.immich_cache is not None and spec.immich_path:
             paths.append(self.immich_cache / spec.immich_path)
+        if spec.immich_path and "immich_cache" in recipe.raw:
+            paths.append(self.imported_cache / spec.immich_path)
         return paths
 
     def find(self, recipe: Recipe, spec: FileSpec) -> Path | None:

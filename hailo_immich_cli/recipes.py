@@ -345,5 +345,7 @@ class RecipeBook:
     def by_immich_name(self, task: str, name: str, backend: str | None = None) -> list[Recipe]:
         """Recipes of this task that reproduce the Immich model `name` (preferred backend first)."""
         found = [r for r in self.for_task(task) if r.answers_to(name)]
-        found.sort(key=lambda r: (r.backend != backend, not r.default, r.id))
+        # A recipe made from the user's Immich cache exists only when no shipped recipe can run that
+        # model from the files present, so on its backend it comes first.
+        found.sort(key=lambda r: (r.backend != backend, "immich_cache" not in r.raw, not r.default, r.id))
         return found

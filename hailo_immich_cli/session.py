@@ -19,10 +19,12 @@ import numpy as np
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance
 from hailo_immich_cli.errors import BackendUnavailableError, DeviceError, HailoImmichError, UnknownModelError
 from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.recipes import TASKS, Recipe, RecipeBook
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
+# Tasks whose output is geometry (boxes), not vectors Immich compares across models.
+DETECTION_TASKS = ("face-detection", "ocr-detection")
 
 
 @dataclass
@@ -71,7 +73,11 @@ class SessionManager:
         backends: Mapping[str, Backend] | None = None,
     ):
         self.settings = settings
-        self.recipes = recipes if recipes is not None else RecipeBook.load(settings.recipes_dir)
+        if recipes is None:
+            from hailo_immich_cli.immich_cache import load_recipe_book
+
+            recipes = load_recipe_book(settings)
+        self.recipes = recipes
         self.files = ModelFiles(settings)
         self._backends: dict[str, Backend] = dict(backends or {})
         self._models: dict[str, LoadedModel] = {}
@@ -152,15 +158,26 @@ class SessionManager:
 
         `name` may be a recipe id (any backend: explicit wins) or an Immich model name, which
         must be one the recipe declares it reproduces. A recipe configured for the task
-        (HAILO_IMMICH_TASK_RECIPES) is used when no name is given or when it reproduces the name.
+        (HAILO_IMMICH_TASK_RECIPES) is used when no name is given or when it reproduces the name;
+        for the detection tasks (boxes, not vectors Immich compares) it is used for any name.
+        For a detection task pinned to a backend (HAILO_IMMICH_MODEL_BACKENDS) with no recipe
+        there reproducing the name, that backend's default detector serves it. An embedding task
+        keeps the recipe that reproduces the name, even on another backend (other vectors would
+        not match the user's library); its provenance names that backend, and `serve` reports it
+        in /health as off-backend.
         """
         configured = self.settings.task_recipes.get(task)
         if configured:
             chosen = self.recipes.get(configured)
             if chosen.task != task:
                 raise UnknownModelError(f"HAILO_IMMICH_TASK_RECIPES: recipe '{configured}' is for task {chosen.task}, not {task}")
-            if not name or chosen.answers_to(name) or name == configured:
+            if not name or chosen.answers_to(name) or name == configured or task in DETECTION_TASKS:
                 return chosen
+            if self.recipes.by_immich_name(task, name) and name not in {r.id for r in self.recipes}:
+                raise UnknownModelError(
+                    f"HAILO_IMMICH_TASK_RECIPES sets {configured} for {task}, which does not reproduce the Immich model "
+                    f"'{name}' (recipes that do: {', '.join(r.id for r in self.recipes.by_immich_name(task, name))})"
+                )
         if name:
             try:
                 recipe = self.recipes.get(name)
@@ -172,10 +189,27 @@ class SessionManager:
                 return recipe
             backend = self.backend_for_task(task)
             matches = self.recipes.by_immich_name(task, name, backend)
+            pinned = self.settings.model_backends.get(task)
+            if pinned and task in DETECTION_TASKS and not any(r.backend == pinned for r in matches):
+                return self.recipes.default(task, pinned)
             if matches:
                 return matches[0]
             raise UnknownModelError(f"no recipe for {task} reproduces the Immich model '{name}'")
         return self.recipes.default(task, self.backend_for_task(task))
+
+    def task_backends(self) -> dict[str, dict[str, Any]]:
+        """Per task: the backend it runs on and which setting decided it (for /health and reports)."""
+        out: dict[str, dict[str, Any]] = {}
+        for task in TASKS:
+            pinned = self.settings.model_backends.get(task)
+            entry: dict[str, Any] = {
+                "backend": pinned or self.active_backend,
+                "source": "HAILO_IMMICH_MODEL_BACKENDS" if pinned else "active backend",
+            }
+            if self.settings.task_recipes.get(task):
+                entry["recipe"] = self.settings.task_recipes[task]
+            out[task] = entry
+        return out
 
     # ---- models ---------------------------------------------------------------------------
     def model(self, recipe_id: str) -> LoadedModel:
@@ -256,9 +290,15 @@ class SessionManager:
         }
         with self._lock:
             backends = {name: b.info() for name, b in self._backends.items()}
+        cache = self.settings.immich_cache_folder
         return {
             "active_backend": self.active_backend,
             "fallback_reason": self._fallback_reason,
+            "task_backends": self.task_backends(),
+            "immich_cache": {
+                "folder": str(cache) if cache else None,
+                "recipes": sorted(r.id for r in self.recipes if "immich_cache" in r.raw),
+            },
             "backends": backends,
             "models": models,
             "stats": self.stats(),

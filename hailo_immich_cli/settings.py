@@ -14,6 +14,11 @@ from typing import Any, Mapping
 from hailo_immich_cli.errors import BadInputError
 
 BACKEND_CHOICES = ("auto", "hailo", "cpu")
+TASK_ALIASES = {
+    "facial-recognition": ("face-detection", "face-recognition"),
+    "clip": ("clip-visual", "clip-textual"),
+    "ocr": ("ocr-detection", "ocr-recognition"),
+}
 
 
 def _default_models_dir() -> Path:
@@ -88,9 +93,15 @@ class Settings:
     def validate(self) -> None:
         if self.backend not in BACKEND_CHOICES:
             raise BadInputError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, not '{self.backend}'")
+        from hailo_immich_cli.recipes import TASKS
+
         for task, backend in self.model_backends.items():
             if backend not in ("hailo", "cpu"):
                 raise BadInputError(f"HAILO_IMMICH_MODEL_BACKENDS: '{task}={backend}' must name hailo or cpu")
+        for env_name, table in (("HAILO_IMMICH_MODEL_BACKENDS", self.model_backends), ("HAILO_IMMICH_TASK_RECIPES", self.task_recipes)):
+            unknown = sorted(set(table) - set(TASKS))
+            if unknown:  # a typo must not silently leave a task on another backend or recipe
+                raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
 
@@ -123,7 +134,7 @@ ENV: dict[str, Setting] = {
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
     "max_queue": Setting(("HAILO_IMMICH_MAX_QUEUE",), "predict requests allowed to wait for a slot in `serve` (more: 503)"),
-    "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr-detection=cpu'"),
+    "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr=cpu' (Immich's task names facial-recognition, clip, ocr set both steps)"),
     "task_recipes": Setting(("HAILO_IMMICH_TASK_RECIPES",), "recipe per task, e.g. 'face-detection=scrfd-10g-hailo8'"),
     "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict (refuse Immich model names we cannot reproduce) or ignore"),
     "hailo_multi_process_service": Setting(("HAILO_IMMICH_MULTI_PROCESS_SERVICE",), "share the Hailo through hailort_service"),
@@ -136,7 +147,15 @@ def _parse(field_name: str, env_name: str, raw: str, type_hint: Any) -> Any:
     try:
         if field_name in ("model_backends", "task_recipes"):
             pairs = [p.strip() for p in raw.split(",") if p.strip()]
-            return dict(p.split("=", 1) for p in pairs)
+            if any("=" not in p for p in pairs):
+                raise ValueError("expected task=value pairs separated by commas")
+            table: dict[str, str] = {}
+            for key, value in (p.split("=", 1) for p in pairs):
+                key, value = key.strip(), value.strip()
+                # Immich's task names cover both steps: facial-recognition=cpu, clip=hailo, ocr=cpu.
+                for task in TASK_ALIASES.get(key, (key,)) if field_name == "model_backends" else (key,):
+                    table[task] = value
+            return table
         if hint.startswith("Path"):
             return Path(raw).expanduser()
         if hint == "bool":

@@ -222,8 +222,14 @@ class HfJsonTokenizer:
         self.context_length, self.pad_id, self.canonicalize = context_length, pad_id, canonicalize
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_with_mask(texts)[0]
+
+    def encode_with_mask(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask), both (N, context_length): M-CLIP text encoders take both."""
         encodings = self._tok.encode_batch([clean_text(t, self.canonicalize) for t in texts])
-        return np.asarray([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.context_length)
+        shape = (len(texts), self.context_length)
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64).reshape(shape)
+        return ids, np.asarray([e.attention_mask for e in encodings], dtype=np.int64).reshape(shape)
 
 
 # ---- construction from a recipe -------------------------------------------------------------

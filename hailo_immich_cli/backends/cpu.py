@@ -30,17 +30,18 @@ def _dim(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _model_bytes(recipe: Recipe, path) -> bytes:
+def _model_bytes(recipe: Recipe, path) -> bytes | str:
     """The model as ORT should see it; recipes may ask for dims to be made dynamic first.
 
     `[cpu] dynamic_dims = { "input.1" = ["B", 3, "H", "W"], ... }` rewrites the named inputs'
-    and outputs' dims (CenterFace ships with a static 32x32 input, for example).
+    and outputs' dims (CenterFace ships with a static 32x32 input, for example). Otherwise ORT
+    gets the path, so it finds external weight files beside the model (large CLIP exports).
     """
-    data = path.read_bytes()
     cpu = recipe.raw.get("cpu", {})
     dynamic = cpu.get("dynamic_dims")
     if not dynamic:
-        return data
+        return str(path)
+    data = path.read_bytes()
     import onnx
 
     model = onnx.load_from_string(data)

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.errors import UnknownModelError
-from hailo_immich_cli.fetch import Fetcher
+from hailo_immich_cli.fetch import Fetcher, FetchResult
+from hailo_immich_cli.immich_cache import import_models, load_recipe_book, looks_like_cache, scan_cache
 from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import probe_hailo
@@ -52,6 +53,13 @@ def select_recipes(book: RecipeBook, settings: Settings, backend: str | None, re
     return [r for r in book if r.backend in backends and r.default]
 
 
+def _only(scan, recipes):
+    """The cache scan restricted to the selected recipes."""
+    from dataclasses import replace
+
+    return replace(scan, recipes=tuple(recipes))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("fetch-models")
     @handle_errors
@@ -66,18 +74,31 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download (or copy from --from) model files, verify them, and place them atomically."""
         settings = load_settings(models_dir=models_dir)
-        book = RecipeBook.load(settings.recipes_dir)
+        book = load_recipe_book(settings)
         if backend not in (None, "cpu", "hailo", "all"):
             raise UnknownModelError(f"--backend must be cpu, hailo or all, not '{backend}'")
+        scan = scan_cache(book, settings, source_dir) if source_dir is not None and looks_like_cache(source_dir) else None
+        if scan is not None:  # an Immich cache: every model in it, by the recipes that run it
+            book = RecipeBook([*book, *(r for r in scan.recipes if r.id not in {b.id for b in book})])
         selected = select_recipes(book, settings, backend, recipe or [], everything)
+        imported = [r for r in (scan.recipes if scan else ()) if not recipe or r.id in recipe]
+        if scan is not None and not recipe:
+            selected += [book.get(rid) for rid in sorted(set(scan.covered.values())) if rid not in {s.id for s in selected}]
+        selected = [r for r in selected if r not in imported]
         files = ModelFiles(settings)
         if list_only:
-            raise typer.Exit(_list(book, selected, files, as_json, recipe_filter=bool(recipe or everything or backend)))
+            raise typer.Exit(_list(book, selected + imported, files, as_json, recipe_filter=bool(recipe or everything or backend)))
         console = stderr_console(settings)
         columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=True) as progress:
             fetcher = Fetcher(files, RichProgress(progress), mirror=source_dir)
             results = fetcher.fetch(selected)
+        if scan is not None:
+            results += [
+                FetchResult(rid, rel, "failed" if status.startswith("failed") else status, None,
+                            source=f"Immich cache {scan.root}", error=status[8:] if status.startswith("failed") else "")
+                for rid, rel, status in import_models(_only(scan, imported), settings.models_dir)
+            ]
         failed = [r for r in results if r.status == "failed"]
         if as_json:
             typer.echo(json.dumps([{**r.__dict__, "path": str(r.path) if r.path else None} for r in results], indent=2))
@@ -108,6 +129,7 @@ def _list(book: RecipeBook, selected: list[Recipe], files: ModelFiles, as_json: 
             "backend": recipe.backend,
             "default": recipe.default,
             "immich_names": list(recipe.immich_names),
+            "immich_cache": dict(recipe.raw["immich_cache"]) if "immich_cache" in recipe.raw else None,
             "state": overall,
             "selected": recipe.id in selected_ids,
             "files": [{"name": s.spec.name, "state": s.state, "path": str(s.path) if s.path else None, "reason": s.reason} for s in states],

@@ -13,9 +13,9 @@ from rich.table import Table
 from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
 from hailo_immich_cli.batch.store import TASKS, Store
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
-from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.errors import BadInputError, ModelMissingError
 
-DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite) [env: HAILO_IMMICH_DB]")
+DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite) (env: HAILO_IMMICH_DB)")
 
 
 def parse_tasks(raw: str) -> tuple[str, ...]:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     def index(
         paths: List[Path] = typer.Argument(..., help="Photo folders or files"),
         db: Path = DbOption,
-        tasks: str = typer.Option(",".join(TASKS), "--tasks", "-t", help="Comma list of faces, clip, ocr"),
+        tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help="Comma list of faces, clip, ocr (default: every task whose models are present)"),
         clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP recipe id or Immich model name"),
         face_model: Optional[str] = typer.Option(None, "--face-model", help="Immich model name (buffalo_l) or DETECTOR,RECOGNISER recipe ids"),
         ocr_model: Optional[str] = typer.Option(None, "--ocr-model", help="Immich model name (PP-OCRv5_mobile) or DETECTOR,RECOGNISER recipe ids"),
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        selected = parse_tasks(tasks)
+        selected = parse_tasks(tasks or ",".join(TASKS))
         names = {"clip": clip_model, "faces": face_model, "ocr": ocr_model}
         options = IndexOptions(paths=paths, decode_min_side=decode_min_side, retry_failed=retry_failed,
                                max_pixels=settings.max_image_pixels)
@@ -72,6 +72,8 @@ def register(app: typer.Typer) -> None:
                 from hailo_immich_cli.session import SessionManager
 
                 session = SessionManager(settings)
+                if tasks is None:
+                    selected = _tasks_with_models(session, selected, names, console)
                 engine = LocalEngine(session, selected, names)
             stats = _run(Indexer, store, engine, options, console, show=not no_progress)
         finally:
@@ -81,6 +83,23 @@ def register(app: typer.Typer) -> None:
         _report(console, stats)
         if stats.failures:
             raise typer.Exit(1)
+
+
+def _tasks_with_models(session, tasks: tuple[str, ...], names: dict, console) -> tuple[str, ...]:
+    """Without --tasks, index what the present models allow and say loudly what is left out."""
+    from hailo_immich_cli.batch.engines import LocalEngine
+
+    usable, missing = [], []
+    for task in tasks:
+        try:
+            LocalEngine(session, (task,), names)
+            usable.append(task)
+        except ModelMissingError as exc:
+            missing.append(exc)
+            console.print(f"[yellow]skipping {task}:[/] {escape(str(exc))}", soft_wrap=True)
+    if not usable:
+        raise missing[0]
+    return tuple(usable)
 
 
 def _run(indexer_cls, store, engine, options, console, show: bool) -> IndexStats:
