@@ -17,6 +17,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
+from hailo_immich_cli.recipe_schema import check_recipe_keys
 
 TASKS = (
     "face-detection",
@@ -255,7 +256,7 @@ def parse_recipe(path: Path, data: Mapping[str, Any]) -> Recipe:
     batch_size = r.get("batch_size", int, 1)
     if batch_size < 1:
         raise r.fail("batch_size", "must be >= 1")
-    return Recipe(
+    recipe = Recipe(
         id=recipe_id,
         task=task,
         backend=backend,
@@ -274,6 +275,8 @@ def parse_recipe(path: Path, data: Mapping[str, Any]) -> Recipe:
         postprocess=r.table("postprocess"),
         raw=data,
     )
+    check_recipe_keys(path, data, task)  # task-specific keys: a typo is an error, not a silent default
+    return recipe
 
 
 def load_recipe_file(path: Path) -> Recipe:
