@@ -163,7 +163,7 @@ def frame_shape(recipe: Recipe, info: TensorInfo, index: int = 0) -> tuple[int, 
             if shape[pos] is None:
                 shape[pos] = value
     if len(shape) == 1 and shape[0] is None:  # token ids
-        shape[0] = int(recipe.preprocess.get("context_length", 77))
+        shape[0] = int(recipe.raw.get("tokenizer", {}).get("context_length", 77))
     if any(d is None for d in shape):
         raise BadInputError(
             f"recipe {recipe.id}: input '{info.name}' has dynamic dims {info.shape}; pin them with "

@@ -87,7 +87,6 @@ PREPROCESS: dict[str, dict[str, Key]] = {
     },
     "clip-textual": {
         "normalize": _k("str"),
-        "context_length": _k("int"),  # bench.frame_shape for a dynamic token input
     },
     "ocr-detection": {
         **IMAGE_PRE,
