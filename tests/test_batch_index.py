@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.batch import dump, make_library, model_env, rows, sign
+from tests.helpers.batch import dump, make_library, model_env, processed_count, rows, sign
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = "faces,clip,ocr"
@@ -201,17 +201,6 @@ def test_rename_move_copy_delete_modify_and_model_change(env, photos, tmp_path):
     assert keys[0][0].split("+")[1] != keys[1][0].split("+")[1]
 
 
-def _progress(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT count(*) FROM processed").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted_run(env, photos, tmp_path):
     root = tmp_path / "lib"
@@ -225,11 +214,11 @@ def test_kill_9_then_resume_equals_uninterrupted_run(env, photos, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hailo_immich_cli", "index", str(root), "--db", str(killed), "--tasks", TASKS,
                              "--no-progress"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while _progress(killed) < total // 4 and proc.poll() is None and time.monotonic() < deadline:
+    while processed_count(killed) < total // 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_at_kill = _progress(killed)
+    done_at_kill = processed_count(killed)
     assert 0 < done_at_kill < total, "the kill must land mid-run"
     assert rows(killed, "SELECT status FROM runs") == [("running",)]
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers.batch import dump, make_library, model_env, rows
+from tests.helpers.batch import dump, make_library, model_env, processed_count, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = "faces,clip,ocr"
@@ -125,17 +124,6 @@ def run_index(root: Path, db: Path, remote: str, env: dict[str, str]) -> subproc
                            "--remote", remote, "--no-progress"], cwd=REPO, env=full, capture_output=True, text=True, timeout=900)
 
 
-def _processed(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT count(*) FROM processed").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_remote_index_with_failover_between_urls(env, library, tmp_path):
     root, manifest = library
@@ -198,7 +186,7 @@ def test_remote_index_behind_nginx_survives_a_killed_server(env, library, tmp_pa
                                  cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         total = rows(reference, "SELECT count(*) FROM processed")[0][0]
         deadline = time.monotonic() + 300
-        while _processed(db) < total // 4 and index.poll() is None and time.monotonic() < deadline:
+        while processed_count(db) < total // 4 and index.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         stop(server_a, signal.SIGKILL)  # one backend dies mid-run
         assert index.poll() is None, "the kill must land mid-run: " + index.communicate()[1][-3000:]

@@ -110,21 +110,15 @@ def test_emulated_faces_recogniser_batch_sweep(hailo_double, tmp_path):
     import numpy as np
 
     from hailo_immich_cli.bench import ImageSet
-    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+    from tests.helpers.faces import PlantedFace, scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
     kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
     faces = [PlantedFace(stride=16, row=r, col=c, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
              for r, c in ((10, 10), (20, 24), (30, 12))]
-    maps = as_hailo_nhwc(encode_scrfd(faces))
-    by_role = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det.outputs}
-
-    def detector_twin(inputs):
-        n = len(next(iter(inputs.values())))
-        return {name: np.repeat(value[None], n, axis=0) for name, value in by_role.items()}
-
-    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
+    detector_twin, det_calibration = scrfd_hailo_twin(det, faces)
+    calibration = {det.id: det_calibration}
     with helpers.make_hailo_session([det, rec], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration) as session:
         rgb = np.random.default_rng(0).integers(0, 256, (640, 640, 3), dtype=np.uint8)
         opts = BenchOptions(tasks=("faces",), recipes=(det.id, rec.id), batches=(1, 2), threads=(1,), warmup=1,

@@ -44,21 +44,12 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id
     comes back where it was planted; its embedding is what the recogniser HEF output for the crop
     the chip saw (raw, dequantised by HailoRT), on backend hailo. EMULATED."""
     from hailo_immich_cli.faces import analyze_faces
-    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get(det_id), book.get(rec_id)
-    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
-    face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
-    maps = as_hailo_nhwc(encode_scrfd([face]))
-    by_role = {}
-    for spec in det.outputs:
-        index = {"score": 0, "box": 1, "kps": 2}[spec.role]
-        by_role[spec.name] = maps[spec.extra["stride"]][index][0]
-
-    def detector_twin(inputs):
-        n = len(next(iter(inputs.values())))
-        return {name: np.repeat(value[None], n, axis=0) for name, value in by_role.items()}
+    face = planted_hailo_face()
+    detector_twin, det_calibration = scrfd_hailo_twin(det, [face])
 
     projection = np.random.default_rng(3).normal(size=(112 * 112 * 3, 512)).astype(np.float32) / 1000
     crops: list[np.ndarray] = []
@@ -68,7 +59,7 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id
         crops.extend(x)
         return {rec.outputs[0].name: x.reshape(len(x), -1) @ projection}
 
-    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
+    calibration = {det.id: det_calibration}
     twins = {det.id: detector_twin, rec.id: recognizer_twin}
     with make_hailo_session([det, rec], twins, tmp_path, book=book, calibration=calibration) as session:
         crops.clear()  # calibration frames

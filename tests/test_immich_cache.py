@@ -336,21 +336,14 @@ def test_cli_fetch_models_from_a_cache_imports_every_model(cache, tmp_path, phot
 def test_hailo_detection_with_the_cache_recogniser_on_cpu(hailo_double, tmp_path, cache):
     """EMULATED Hailo (test double). Existing Immich face clusters stay valid because the
     embeddings come from buffalo_l's own recogniser file; both backends are named in the result."""
-    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
     from tests.helpers.hailo import make_hailo_session
 
     book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
     det = book.get("scrfd-10g-hailo8")
-    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
-    face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
-    maps = as_hailo_nhwc(encode_scrfd([face]))
-    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det.outputs}
-
-    def detector_twin(inputs):
-        n = len(next(iter(inputs.values())))
-        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
-
-    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
+    face = planted_hailo_face()
+    detector_twin, det_calibration = scrfd_hailo_twin(det, [face])
+    calibration = {det.id: det_calibration}
     with make_hailo_session([det], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration,
                             immich_cache_folder=cache, model_backends={"face-detection": "hailo", "face-recognition": "cpu"},
                             task_recipes={"face-detection": det.id}) as session:

@@ -36,21 +36,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _planted_session(tmp_path):
-    from tests.helpers.faces import PlantedFace, as_hailo_nhwc, encode_scrfd
+    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
-    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
-    face = PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
-    maps = as_hailo_nhwc(encode_scrfd([face]))
-    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det.outputs}
-
-    def detector_twin(inputs):
-        n = len(next(iter(inputs.values())))
-        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
-
-    calibration = {det.id: {det.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}}
-    session = make_hailo_session([det, rec], {det.id: detector_twin}, tmp_path, book=book, calibration=calibration)
+    face = planted_hailo_face()
+    twin, calibration = scrfd_hailo_twin(det, [face])
+    session = make_hailo_session([det, rec], {det.id: twin}, tmp_path, book=book, calibration={det.id: calibration})
     return session, face
 
 

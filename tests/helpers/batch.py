@@ -232,3 +232,15 @@ def clip_stand_ins(models: Path) -> None:
     clip_tokenizer_json(vocab, text / "tokenizer.json")
     write_json(text / "tokenizer_config.json", {"pad_token": "<|endoftext|>", "bos_token": "<|startoftext|>"})
     write_json(text / "config.json", {"embed_dim": 512, "text_cfg": {"context_length": 77}})
+
+
+def processed_count(db: Path) -> int:
+    """Rows in `processed` as another process sees them mid-run (0 while the file is not readable yet)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT count(*) FROM processed").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0

@@ -295,3 +295,23 @@ def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
     return np.ascontiguousarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC))
+
+
+def planted_hailo_face() -> PlantedFace:
+    """One face planted at stride 16 (anchor 1) with a plausible 5-point layout."""
+    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
+    return PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
+
+
+def scrfd_hailo_twin(det_recipe, faces: list[PlantedFace]):
+    """A twin for an SCRFD Hailo recipe whose output maps (named as the recipe names them) hold `faces`,
+    and the calibration frames that keep those maps from saturating. Returns (twin, calibration)."""
+    maps = as_hailo_nhwc(encode_scrfd(faces))
+    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det_recipe.outputs}
+
+    def twin(inputs):
+        n = len(next(iter(inputs.values())))
+        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
+
+    calibration = {det_recipe.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}
+    return twin, calibration
