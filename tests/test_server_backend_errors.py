@@ -11,7 +11,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import jpeg, start_server, stop_server
+from tests.helpers.immich_server import jpeg, link_models, start_server, stop_server
 from tests.helpers.server_models import derived_recipe, make_flaky_text_detector_onnx
 
 pytestmark = [
@@ -32,11 +32,8 @@ REAL = {"ocr": {"detection": {"modelName": "PP-OCRv5_mobile"}, "recognition": {"
 def flaky_server(cpu_models, recipe_book, tmp_path_factory):
     root = tmp_path_factory.mktemp("flaky")
     models, recipes = root / "models", root / "recipes"
-    models.mkdir()
     recipes.mkdir()
-    for child in cpu_models.models_dir.iterdir():
-        if child.is_dir():
-            (models / child.name).symlink_to(child)
+    link_models(cpu_models.models_dir, models)
     det = recipe_book.default("ocr-detection", "cpu")
     rec = recipe_book.default("ocr-recognition", "cpu")
     make_flaky_text_detector_onnx(models / "flaky-det" / "flaky.onnx")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import immich_form, jpeg, start_server, stop_server
+from tests.helpers.immich_server import immich_form, jpeg, link_models, start_server, stop_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,9 +41,7 @@ def build_models(root: Path, cpu_models_dir: Path, vocab_gz: Path) -> Path:
     from tests.helpers.faces import PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx
 
     root.mkdir(parents=True)
-    for child in cpu_models_dir.iterdir():
-        if child.is_dir():
-            (root / child.name).symlink_to(child)
+    link_models(cpu_models_dir, root)
     visual = root / "clip-vit-b32-openai-visual-cpu"
     tiny_visual_onnx(visual / "model.onnx", dim=512)
     write_json(visual / "preprocess_cfg.json", {"size": [224], "mode": "RGB", "mean": [0.48145466, 0.4578275, 0.40821073],

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import jpeg, start_server, stop_server
+from tests.helpers.immich_server import jpeg, link_models, start_server, stop_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,10 +58,7 @@ def faces_server(cpu_models, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("faces")
     models = root / "models"
-    models.mkdir()
-    for child in Path(cpu_models.models_dir).iterdir():
-        if child.is_dir():
-            (models / child.name).symlink_to(child)
+    link_models(cpu_models.models_dir, models)
     make_buffalo_like_detector_onnx(models / "buffalo_l-detection-cpu" / "model.onnx", encode_scrfd(planted_faces(), background=-12.0))
     make_arcface_like_onnx(models / "buffalo_l-recognition-cpu" / "model.onnx")
     srv = start_server(root, {"HAILO_IMMICH_MODELS_DIR": str(models)})

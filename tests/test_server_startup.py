@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers.immich_server import start_server, stop_server
+from tests.helpers.immich_server import link_models, start_server, stop_server
 from tests.helpers.server_models import derived_recipe, make_slow_loading_onnx
 
 pytestmark = pytest.mark.slow
@@ -15,11 +15,8 @@ pytestmark = pytest.mark.slow
 
 def test_ping_answers_while_models_load(cpu_models, recipe_book, tmp_path, capsys):
     models, recipes = tmp_path / "models", tmp_path / "recipes"
-    models.mkdir()
     recipes.mkdir()
-    for child in cpu_models.models_dir.iterdir():
-        if child.is_dir():
-            (models / child.name).symlink_to(child)
+    link_models(cpu_models.models_dir, models)
     det = recipe_book.default("ocr-detection", "cpu")
     make_slow_loading_onnx(models / "slow-det" / "slow.onnx")
     (recipes / "slow-det.toml").write_text(derived_recipe(det.id, "slow-det", ["SLOW__PP-OCRv5_mobile"], "slow.onnx"))

@@ -145,3 +145,12 @@ def stop_server(server: ImmichServer) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait(timeout=10)
+
+
+def link_models(source: Path, target: Path) -> Path:
+    """A models dir whose recipe folders are links to the fetched real ones, so a test can add its own beside them."""
+    target.mkdir(parents=True, exist_ok=True)
+    for child in Path(source).iterdir():
+        if child.is_dir():
+            (target / child.name).symlink_to(child)
+    return target
