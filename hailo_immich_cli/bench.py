@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from hailo_immich_cli import __version__
 from hailo_immich_cli.backends.base import LoadedModel, TensorInfo
-from hailo_immich_cli.benchkit import LoopResult, host_info, loop_summary, timed_loop
+from hailo_immich_cli.benchkit import LoopResult, host_info, loop_summary, report_header, timed_loop
 from hailo_immich_cli.errors import (
     BadInputError,
     DeviceError,
@@ -576,11 +575,7 @@ class Bench:
             with self.session_factory(self.settings, self.book) as probe:
                 self.backend = backend_report(probe, active, self._fallback)
         report = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "local",
-            "tool": {"name": "hailo-immich", "version": __version__},
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **report_header("local", SCHEMA_VERSION, started),
             "emulated": bool(self.backend.get("emulated")),
             "backend": self.backend,
             "host": host_info(),

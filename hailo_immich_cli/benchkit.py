@@ -13,8 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from hailo_immich_cli import __version__
 
 import numpy as np
 
@@ -205,3 +208,14 @@ def parse_int_list(text: str | None, name: str, default: list[int]) -> list[int]
     if not values:
         raise BadInputError(f"{name}: give at least one value")
     return values
+
+
+def report_header(kind: str, schema_version: int, started: datetime) -> dict[str, Any]:
+    """The fields every bench report opens with (local and --url alike), so the JSON schema stays one."""
+    return {
+        "schema_version": schema_version,
+        "kind": kind,
+        "tool": {"name": "hailo-immich", "version": __version__},
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hailo_immich_cli import __version__
 from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
 from hailo_immich_cli.benchkit import (
     host_info,
     loop_summary,
     percentiles_ms,
+    report_header,
     timed_loop,
 )
 from hailo_immich_cli.errors import BadInputError
@@ -360,11 +360,7 @@ class LoadTest:
             tasks[task] = {"cells": with_speedup([self.phase(task, c) for c in self.opts.concurrency], "requests_per_s")}
         health = service.get("health") or {}
         report = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "url",
-            "tool": {"name": "hailo-immich", "version": __version__},
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **report_header("url", SCHEMA_VERSION, started),
             "emulated": bool(_find_key(health, "emulated")),
             "service": service,
             "host": host_info(),
