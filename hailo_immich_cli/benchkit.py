@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hailo_immich_cli import __version__
-
 import numpy as np
+
+from hailo_immich_cli import __version__
 
 
 def percentiles_ms(latencies_s: list[float] | np.ndarray) -> dict[str, float | None]:
