@@ -28,6 +28,7 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import (
     BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
 )
+from hailo_immich_cli.imaging import fast_resize
 from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
@@ -53,28 +54,51 @@ def _size(pre: Mapping[str, Any]) -> int:
     return int(size[0] if isinstance(size, list) else size)
 
 
-def resize_for_clip(rgb: np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
-    """One HxWx3 uint8 RGB image -> SxSx3 uint8, by the recipe's resize mode."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
-        raise BadInputError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+def _shortest_crop_box(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    """Immich's shortest-side resize + int() centre crop: the resized size Immich computes, and the
+    source box that ends up in the crop (the fast path resizes only that box)."""
+    new = (size, int(h / w * size)) if w < h else (int(w / h * size), size)
+    left, upper = int(new[0] / 2 - size / 2), int(new[1] / 2 - size / 2)
+    sx, sy = w / new[0], h / new[1]
+    return new, (left * sx, upper * sy, (left + size) * sx, (upper + size) * sy)
+
+
+def _strip_box(w: int, h: int) -> tuple[int, int, int, int] | None:
+    """Only the centre square survives the crop, so an extreme strip (1 x 100000 px) is first cut to
+    its central 32:1 part: resizing all of it would allocate gigabytes. Up to 32:1 this is exact."""
+    if max(w, h) <= _MAX_RATIO * min(w, h):
+        return None
+    keep = _MAX_RATIO * min(w, h)
+    return ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
+
+
+def _check_rgb(image: np.ndarray | Image.Image) -> None:
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB" or min(image.size) < 1:
+            raise BadInputError(f"expected an RGB image, got mode {image.mode} {image.size}")
+        return
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+        raise BadInputError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+
+
+def resize_for_clip(rgb: np.ndarray | Image.Image, pre: Mapping[str, Any]) -> np.ndarray:
+    """One RGB image (array or Pillow image, used as it is) -> SxSx3 uint8, by the recipe's resize mode (Pillow, as Immich)."""
+    _check_rgb(rgb)
     size = _size(pre)
     mode = pre.get("resize", "shortest-crop")
     resample = _FILTERS[pre.get("interpolation", "bicubic")]
-    img = Image.fromarray(rgb)
+    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
     w, h = img.size
     if mode == "shortest-crop":
-        # Immich's visual path (resize_pil + crop_pil), including its int() truncations. Only the
-        # centre square survives the crop, so an extreme strip (1 x 100000 px) is first cut to its
-        # central 32:1 part: resizing all of it would allocate gigabytes. Up to 32:1 this is exact.
-        if max(w, h) > _MAX_RATIO * min(w, h):
-            keep = _MAX_RATIO * min(w, h)
-            box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
-            img = img.crop(box)
+        # Immich's visual path (resize_pil + crop_pil), including its int() truncations. (Folding the
+        # crop into the resize's source box would be faster, but Pillow rounds the box to float32.)
+        strip = _strip_box(w, h)
+        if strip is not None:
+            img = img.crop(strip)
             w, h = img.size
-        new = (size, int(h / w * size)) if w < h else (int(w / h * size), size)
+        new, _ = _shortest_crop_box(w, h, size)
         img = img.resize(new, resample=resample)
-        w, h = img.size
-        left, upper = int(w / 2 - size / 2), int(h / 2 - size / 2)
+        left, upper = int(new[0] / 2 - size / 2), int(new[1] / 2 - size / 2)
         img = img.crop((left, upper, left + size, upper + size))
     elif mode == "crop-resize":
         side = min(w, h)
@@ -85,6 +109,27 @@ def resize_for_clip(rgb: np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
     else:
         raise RecipeError("(recipe)", "preprocess.resize", f"unknown mode {mode!r} (shortest-crop, crop-resize, squash)")
     return np.asarray(img, dtype=np.uint8)
+
+
+def resize_for_clip_fast(rgb: np.ndarray, pre: Mapping[str, Any], out: np.ndarray) -> None:
+    """The fast host path: the same crop geometry, only the source box resized (OpenCV, `fast_resize`)
+    straight into `out` (SxSx3 uint8, a slot of the model's input batch). Not Pillow-exact."""
+    _check_rgb(rgb)
+    size = _size(pre)
+    h, w = rgb.shape[:2]
+    mode = pre.get("resize", "shortest-crop")
+    if mode == "shortest-crop":
+        _, (x0, y0, x1, y1) = _shortest_crop_box(w, h, size)
+    elif mode == "crop-resize":
+        side = min(w, h)
+        x0, y0 = (w - side) // 2, (h - side) // 2
+        x1, y1 = x0 + side, y0 + side
+    elif mode == "squash":
+        x0, y0, x1, y1 = 0, 0, w, h
+    else:
+        raise RecipeError("(recipe)", "preprocess.resize", f"unknown mode {mode!r} (shortest-crop, crop-resize, squash)")
+    src = rgb[int(round(y0)) : max(int(round(y1)), int(round(y0)) + 1), int(round(x0)) : max(int(round(x1)), int(round(x0)) + 1)]
+    fast_resize(src, (size, size), out)
 
 
 _RESIZE_MODES = ("shortest-crop", "crop-resize", "squash")
@@ -119,13 +164,19 @@ def check_recipe(recipe: Recipe) -> None:
 _VALID: set[str] = set()
 
 
-def prepare_images(recipe: Recipe, images: Sequence[np.ndarray]) -> np.ndarray:
-    """Decoded RGB images -> the recipe's visual input batch (resize, crop, normalisation, layout, dtype)."""
+def prepare_images(recipe: Recipe, images: Sequence[np.ndarray | Image.Image], host_path: str = "exact") -> np.ndarray:
+    """Decoded RGB images -> the recipe's visual input batch (resize, crop, normalisation, layout, dtype).
+
+    host_path "exact" resizes with Pillow as Immich does; "fast" with OpenCV, straight into the batch.
+    """
     check_recipe(recipe)
     size = _size(recipe.preprocess)
-    if not images:
-        return image_input(np.zeros((0, size, size, 3), np.uint8), recipe)
-    batch = np.stack([resize_for_clip(img, recipe.preprocess) for img in images])
+    batch = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        if host_path == "fast":
+            resize_for_clip_fast(np.asarray(img) if isinstance(img, Image.Image) else img, recipe.preprocess, batch[i])
+        else:
+            batch[i] = resize_for_clip(img, recipe.preprocess)
     return image_input(batch, recipe)
 
 
@@ -171,14 +222,14 @@ def _chunks(n: int, step: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def encode_images(session, images: Sequence[np.ndarray], model: str | None = None) -> Embeddings:
-    """Image embeddings (N, D), L2-normalised, in input order."""
+def encode_images(session, images: Sequence[np.ndarray | Image.Image], model: str | None = None, host_path: str = "exact") -> Embeddings:
+    """Image embeddings (N, D), L2-normalised, in input order (host_path: see `prepare_images`)."""
     recipe = session.resolve(VISUAL, model)
     parts: list[np.ndarray] = []
     provenance = session.model(recipe.id).provenance
     for part in _chunks(len(images), recipe.batch_size):
         with session.host_time(recipe.id):
-            feed = prepare_images(recipe, images[part])
+            feed = prepare_images(recipe, images[part], host_path)
         done = encode_prepared(session, recipe, feed)
         parts.append(done.vectors)
         provenance = done.provenance

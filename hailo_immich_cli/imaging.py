@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,31 +29,77 @@ def _register_heif() -> None:
         _HEIF_REGISTERED = True
 
 
+HOST_PATHS = ("exact", "fast")
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    rgb: np.ndarray  # HxWx3 uint8, C-contiguous; smaller than width x height after a draft decode
+    """One decoded image: the decoder's own Pillow image (`keep_pil`), a NumPy array, or both.
+
+    Pillow-based steps (Immich's CLIP and OCR resizes) take `pil` as it is; `rgb` is made from it on
+    first use, once, so a request never copies its pixels back and forth between the two.
+    """
+
     width: int  # full-resolution size, as Immich reports imageWidth (oriented only if asked)
     height: int
     format: str
     orientation: int = 1
+    pil: Image.Image | None = field(default=None, repr=False)
+    array: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """HxWx3 uint8, C-contiguous; smaller than width x height after a draft decode."""
+        if self.array is not None:
+            return self.array
+        assert self.pil is not None
+        return np.ascontiguousarray(np.asarray(self.pil, dtype=np.uint8))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the decoded pixels."""
+        if self.array is not None:
+            return int(self.array.shape[1]), int(self.array.shape[0])
+        assert self.pil is not None
+        return self.pil.size
 
     @property
     def reduction(self) -> float:
         """Full-resolution pixels per decoded pixel (1.0 unless a draft decode shrank it)."""
-        return self.width / self.rgb.shape[1]
+        return self.width / self.size[0]
+
+
+def draft_request(width: int, height: int, min_side: int | None) -> tuple[int, int] | None:
+    """The size to ask the JPEG decoder for so its shorter side stays >= min_side (None: full size).
+
+    The decoder scales by 1/2, 1/4 or 1/8 in the DCT and picks the smallest scale not below the
+    request, so the decoded image always covers min_side.
+    """
+    if not min_side:
+        return None
+    scale = min(width, height) / min_side
+    if scale < 2:
+        return None
+    return max(1, int(width / scale)), max(1, int(height / scale))
 
 
 def decode_image(
     source: bytes | Path | str,
     max_pixels: int = 100_000_000,
     exif_transpose: bool = False,
-    draft_min_side: int | None = None,
+    draft_min_side: int | Callable[[int, int], int | None] | None = None,
+    keep_pil: bool = False,
+    decoder: str = "pil",
 ) -> DecodedImage:
     """Decode to RGB uint8.
 
     exif_transpose=False matches Immich's service (its previews are already upright);
     batch mode passes True because camera originals are not. draft_min_side lets the JPEG
-    decoder scale by 1/2..1/8 in the DCT when the model needs far fewer pixels.
+    decoder scale by 1/2..1/8 in the DCT when the model needs far fewer pixels; it may be a function
+    of the full (width, height). keep_pil=True keeps the decoder's Pillow image (no array copy until
+    `rgb` is asked for): the server's exact path feeds it to Immich's Pillow resizes as it is.
+    decoder="fast" (the fast host path) decodes JPEGs with libjpeg-turbo (simplejpeg) straight into
+    an RGB array, DCT-scaled like a draft, with its fast IDCT and upsampling (not Pillow's pixels).
     """
     _register_heif()
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -74,17 +122,23 @@ def decode_image(
                 orientation = int(img.getexif().get(0x0112, 1) or 1)
             except Exception:
                 orientation = 1
+            request = None
             if draft_min_side and img.format == "JPEG":
-                scale = min(width, height) / draft_min_side
-                if scale >= 2:
-                    img.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+                want = draft_min_side(width, height) if callable(draft_min_side) else draft_min_side
+                request = draft_request(width, height, want)
+            if decoder == "fast" and img.format == "JPEG" and not exif_transpose:
+                array = _fast_jpeg(source if isinstance(fp, io.BytesIO) else Path(fp).read_bytes(), width, height, request)
+                if array is not None:
+                    return DecodedImage(width, height, "JPEG", orientation, array=array)
+            if request is not None:
+                img.draft("RGB", request)
             img.load()
             fmt = img.format or "unknown"
             if exif_transpose and orientation != 1:
                 img = ImageOps.exif_transpose(img)
             if img.mode != "RGB":
                 img = img.convert("RGB")
-            rgb = np.asarray(img, dtype=np.uint8)
+            rgb = None if keep_pil else np.asarray(img, dtype=np.uint8)
     except (ImageTooLargeError, BadInputError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -93,7 +147,47 @@ def decode_image(
         raise BadInputError(f"{label}: not a decodable image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(f"{label}: corrupt image: {exc}") from exc
-    rgb = np.ascontiguousarray(rgb)
     if exif_transpose and orientation in (5, 6, 7, 8):
         width, height = height, width
-    return DecodedImage(rgb=rgb, width=width, height=height, format=fmt, orientation=orientation)
+    if keep_pil:
+        return DecodedImage(width, height, fmt, orientation, pil=img)
+    return DecodedImage(width, height, fmt, orientation, array=np.ascontiguousarray(rgb))
+
+
+def _fast_jpeg(data: bytes | bytearray | memoryview, width: int, height: int, request: tuple[int, int] | None) -> np.ndarray | None:
+    """RGB array of a JPEG at the largest DCT reduction (1/2, 1/4, 1/8) still >= request, with
+    libjpeg-turbo's fast IDCT and upsampling; None if it cannot decode it (Pillow then says why)."""
+    import simplejpeg
+
+    factor = 1
+    if request is not None:
+        factor = next((f for f in (8, 4, 2) if -(-width // f) >= request[0] and -(-height // f) >= request[1]), 1)
+    try:
+        # min sizes of exactly 1/factor make libjpeg-turbo pick that power-of-two scale (its M/8 scales are slower)
+        array = simplejpeg.decode_jpeg(bytes(data), "RGB", fastdct=True, fastupsample=True,
+                                       min_width=-(-width // factor), min_height=-(-height // factor))
+    except (ValueError, RuntimeError, OSError):
+        return None
+    if array.ndim != 3 or array.shape[2] != 3:
+        return None
+    return array
+
+
+def fast_resize(src: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Resize for the fast host path: exact 2x area halvings (OpenCV's quick integer path) while the
+    image is still at least twice the target, then one bilinear step; written into `out` if given."""
+    import cv2
+
+    width, height = size
+    while src.shape[1] >= 2 * width and src.shape[0] >= 2 * height:
+        src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if src.shape[1] == width and src.shape[0] == height:
+        if out is None:
+            return src
+        out[...] = src
+        return out
+    resized = cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
+    if out is not None and resized is not out:  # OpenCV writes in place only into a matching contiguous buffer
+        out[...] = resized
+        return out
+    return resized

@@ -16,7 +16,7 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
 from hailo_immich_cli.ocr_det import detect_text
 from hailo_immich_cli.ocr_order import immich_order, reading_order
-from hailo_immich_cli.ocr_rec import crop_lines, recognize
+from hailo_immich_cli.ocr_rec import crop_lines, crop_lines_fast, recognize
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,13 @@ class OcrResult:
         return [line.text for line in self.lines]
 
 
-def _check_image(rgb: np.ndarray, max_pixels: int) -> None:
+def _check_image(rgb: np.ndarray | Image.Image, max_pixels: int) -> None:
+    if isinstance(rgb, Image.Image):
+        if rgb.mode != "RGB":
+            raise BadInputError(f"OCR needs an RGB image, got mode {rgb.mode}")
+        if rgb.width * rgb.height > max_pixels:
+            raise ImageTooLargeError(f"{rgb.width}x{rgb.height} is more than {max_pixels} pixels")
+        return
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         shape = getattr(rgb, "shape", None)
         raise BadInputError(f"OCR needs an HxWx3 uint8 RGB array, got {type(rgb).__name__} {shape}")
@@ -56,33 +62,49 @@ def _check_image(rgb: np.ndarray, max_pixels: int) -> None:
 
 def read_text(
     session,
-    rgb: np.ndarray,
+    rgb: np.ndarray | Image.Image,
     *,
     detector: str | None = None,
     recognizer: str | None = None,
     min_det_score: float | None = None,
     max_resolution: int | None = None,
     min_rec_score: float | None = None,
+    host_path: str = "exact",
 ) -> OcrResult:
-    """Text lines of one RGB image with boxes in its pixels; lines scoring <= min_rec_score are dropped."""
+    """Text lines of one RGB image with boxes in its pixels; lines scoring <= min_rec_score are dropped.
+
+    A Pillow image is used as it is (Immich's resize and crops are Pillow's; no array copy is made
+    unless the detector tiles). host_path "fast" resizes and crops with OpenCV instead (not exact).
+    """
     _check_image(rgb, session.settings.max_image_pixels)
     det_recipe = session.resolve("ocr-detection", detector)
     rec_recipe = session.resolve("ocr-recognition", recognizer)
     if max_resolution is not None and max_resolution < 32:
         raise BadInputError(f"maxResolution must be at least 32, got {max_resolution}")
-    height, width = rgb.shape[:2]
-    rgb = np.ascontiguousarray(rgb)
-    with session.host_time(det_recipe.id):
-        pil = Image.fromarray(rgb) if det_recipe.preprocess.get("resize", "short-side") != "tiles" else None
-    det = detect_text(session, det_recipe, rgb, pil, min_score=min_det_score, max_resolution=max_resolution)
+    tiles = det_recipe.preprocess.get("resize", "short-side") == "tiles"
+    fast = host_path == "fast"
+    pil = rgb if isinstance(rgb, Image.Image) else None
+    array = None if pil is not None else np.ascontiguousarray(rgb)
+    if array is None and (tiles or fast):
+        with session.host_time(det_recipe.id):
+            array = np.asarray(pil, dtype=np.uint8)
+    if pil is None and not (tiles or fast):
+        with session.host_time(det_recipe.id):
+            pil = Image.fromarray(array)
+    width, height = pil.size if pil is not None else (array.shape[1], array.shape[0])
+    det = detect_text(session, det_recipe, array, None if fast else pil, min_score=min_det_score, max_resolution=max_resolution,
+                      width=width, height=height)
     rec_model = session.model(rec_recipe.id)
     if len(det.boxes) == 0:
         return OcrResult([], width, height, det.provenance, rec_model.provenance, det.boxes, det.scores, det.tiles)
     # Crops go to the recogniser in Immich's order: batch composition (and so padding) then matches.
     crop_order = immich_order(det.boxes)
     with session.host_time(rec_recipe.id):
-        pil = pil if pil is not None else Image.fromarray(rgb)
-        crops = crop_lines(pil, det.boxes[crop_order])
+        if fast:
+            crops = crop_lines_fast(array, det.boxes[crop_order])
+        else:
+            pil = pil if pil is not None else Image.fromarray(array)
+            crops = crop_lines(pil, det.boxes[crop_order])
     rec = recognize(session, rec_recipe, crops)
     texts: dict[int, tuple[str, float]] = {int(i): (t, s) for i, t, s in zip(crop_order.tolist(), rec.texts, rec.scores)}
     threshold = float(min_rec_score if min_rec_score is not None else rec_recipe.postprocess.get("min_score", 0.8))

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
+from hailo_immich_cli.imaging import fast_resize
 from hailo_immich_cli.ocr_db import DbParams, db_boxes, order_and_filter
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
@@ -43,10 +44,19 @@ def short_side_size(height: int, width: int, max_resolution: int, multiple: int 
     return int(round(rh / multiple) * multiple), int(round(rw / multiple) * multiple)
 
 
-def short_side_input(image: Image.Image, recipe: Recipe, max_resolution: int) -> np.ndarray:
+def short_side_input(image: Image.Image | np.ndarray, recipe: Recipe, max_resolution: int) -> np.ndarray:
+    """Immich's detector input from a Pillow image (LANCZOS, exact); from an array (the fast host
+    path) the same size with OpenCV (`fast_resize`)."""
     pre = recipe.preprocess
-    rh, rw = short_side_size(image.height, image.width, max_resolution, int(pre.get("multiple", 32)))
-    arr = np.asarray(image.resize((rw, rh), resample=Image.Resampling.LANCZOS), dtype=np.float32)
+    if isinstance(image, Image.Image):
+        height, width = image.height, image.width
+    else:
+        height, width = image.shape[:2]
+    rh, rw = short_side_size(height, width, max_resolution, int(pre.get("multiple", 32)))
+    if isinstance(image, Image.Image):
+        arr = np.asarray(image.resize((rw, rh), resample=Image.Resampling.LANCZOS), dtype=np.float32)
+    else:
+        arr = fast_resize(image, (rw, rh)).astype(np.float32)
     if pre.get("color", "BGR") == "BGR":
         arr = arr[..., ::-1]
     arr = arr - np.asarray(pre.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
@@ -160,17 +170,23 @@ def probability_maps(raw: np.ndarray, n: int, tile_h: int, tile_w: int) -> np.nd
 def detect_text(
     session,
     recipe: Recipe,
-    rgb: np.ndarray,
+    rgb: np.ndarray | None,
     image: Image.Image | None = None,
     *,
     min_score: float | None = None,
     max_resolution: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
 ) -> Detections:
-    """Boxes and scores for one RGB image, in the detector's contour order."""
+    """Boxes and scores for one RGB image, in the detector's contour order.
+
+    The short-side layout resizes `image` (Pillow, exact) when given, else `rgb` (OpenCV); tiles need `rgb`.
+    """
     pre, post = recipe.preprocess, recipe.postprocess
     params = DbParams.from_recipe(post, min_score)
     max_res = int(max_resolution if max_resolution is not None else pre.get("max_resolution", 736))
-    height, width = rgb.shape[:2]
+    if width is None or height is None:
+        height, width = rgb.shape[:2] if rgb is not None else (image.height, image.width)
     model = session.model(recipe.id)
     name = input_name(recipe, model.inputs)
     out_name = recipe.outputs[0].name if recipe.outputs and recipe.outputs[0].name else None
@@ -195,8 +211,7 @@ def detect_text(
             boxes, scores = order_and_filter(boxes, scores, width, height)
         return Detections(boxes, scores, result.provenance, tiles=plan.count)
     with session.host_time(recipe.id):
-        pil = image if image is not None else Image.fromarray(rgb)
-        feed = short_side_input(pil, recipe, max_res)
+        feed = short_side_input(image if image is not None else rgb, recipe, max_res)
     result = session.run(recipe.id, {name: feed})
     with session.host_time(recipe.id):
         raw = result.outputs[out_name] if out_name else next(iter(result.outputs.values()))

@@ -65,6 +65,7 @@ class Settings:
     model_names_policy: str = "strict"
     hailo_multi_process_service: bool = False
     hailo_timeout_ms: int = 10_000
+    host_path: str = "auto"
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -104,6 +105,8 @@ class Settings:
                 raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
+        if self.host_path not in ("auto", "exact", "fast"):
+            raise BadInputError(f"HAILO_IMMICH_HOST_PATH must be auto, exact or fast, not '{self.host_path}'")
 
     @property
     def ort_intra_op_threads(self) -> int:
@@ -139,6 +142,7 @@ ENV: dict[str, Setting] = {
     "model_names_policy": Setting(("HAILO_IMMICH_MODEL_NAMES",), "strict (refuse Immich model names we cannot reproduce) or ignore"),
     "hailo_multi_process_service": Setting(("HAILO_IMMICH_MULTI_PROCESS_SERVICE",), "share the Hailo through hailort_service"),
     "hailo_timeout_ms": Setting(("HAILO_IMMICH_DEVICE_TIMEOUT_MS",), "per-inference device timeout"),
+    "host_path": Setting(("HAILO_IMMICH_HOST_PATH",), "image preparation: exact (Immich's pixels), fast (reduced JPEG decode, OpenCV resizes) or auto (fast on hailo, exact on cpu)"),
 }
 
 

@@ -26,10 +26,9 @@ from hailo_immich_cli.errors import (
     ModelMissingError,
     UnknownModelError,
 )
-from hailo_immich_cli.imaging import decode_image
 from hailo_immich_cli.server import protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
-from hailo_immich_cli.server.predict import run_plan
+from hailo_immich_cli.server.predict import decode_request, host_path_for, run_plan
 from hailo_immich_cli.server.protocol import JSON_TYPE, TEXT_TYPE, ProtocolError
 from hailo_immich_cli.server.state import BusyError, ServerState
 
@@ -200,22 +199,24 @@ def _predict(state: ServerState) -> bytes:
         protocol.check_inputs(plan, image is not None, text is not None)
         with state.gate.slot() as waited:
             timings["queue"] = round(waited * 1000, 2)
-            rgb, size = None, None
+            decoded = None
             if image is not None:
                 t0 = time.perf_counter()
+                path = host_path_for(session)
+                models += f" path={path}"
                 try:
-                    decoded = decode_image(image, max_pixels=state.settings.max_image_pixels)
+                    decoded = decode_request(session, plan, image, state.settings.max_image_pixels, path)
                 except ImageTooLargeError:
                     raise
                 except BadInputError as exc:
                     raise _ImageDecodeError(str(exc)) from exc
-                rgb, size = decoded.rgb, (decoded.width, decoded.height)
                 timings["decode"] = round((time.perf_counter() - t0) * 1000, 2)
             protocol.check_dependencies(plan)
-            outcome = run_plan(session, plan, rgb, size, text)
+            outcome = run_plan(session, plan, decoded, text, path if decoded is not None else "exact")
         timings.update(outcome.timings_ms)
         if outcome.backends:
             models = ",".join(f"{rid}@{backend}" for rid, backend in outcome.backends.items())
+            models += f" path={path}" if decoded is not None else ""
         if outcome.notes:
             models += " " + " ".join(outcome.notes)
         status = 200
@@ -276,6 +277,10 @@ def health_report(state: ServerState) -> dict[str, Any]:
             report["status"] = "degraded"
     report["loader"] = state.loader.as_dict()
     report["model_names_policy"] = state.settings.model_names_policy
+    try:
+        report["host_path"] = {"setting": state.settings.host_path, "path": host_path_for(session)}
+    except HailoImmichError as exc:
+        report["host_path"] = {"setting": state.settings.host_path, "path": None, "error": str(exc)}
     report["server"] = {
         "request_threads": state.gate.slots,
         "max_queue": state.gate.max_queue,

@@ -1,0 +1,145 @@
+"""Host CPU per /predict image request, exact vs fast host path.
+
+On the NPU the models cost the host almost nothing, so decode, resize, post-processing and the JSON
+answer set the pace. This measures exactly that for one encoded image: the server's own request
+steps (`host_path.decode` + `server.predict.run_plan`, HTTP aside), one request at a time, timed
+with the process's CPU clock (OpenCV may use helper threads). CPU spent inside `session.run` (the
+device call: on an emulated Hailo the double's twin and quantisation) is reported apart and not
+counted as host time. On the cpu backend ONNX Runtime's threads may keep spinning after a call, so
+there the host figure is an upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hailo_immich_cli import host_path as paths
+from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.server.predict import run_plan
+from hailo_immich_cli.server.protocol import Entry, Plan
+
+# bench task -> (Immich task key, [(recipe task, Immich model type)])
+REQUESTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "clip": ("clip", (("clip-visual", "visual"),)),
+    "faces": ("facial-recognition", (("face-detection", "detection"), ("face-recognition", "recognition"))),
+    "ocr": ("ocr", (("ocr-detection", "detection"), ("ocr-recognition", "recognition"))),
+}
+
+
+def request_plan(task: str, stages: Mapping[str, Recipe]) -> Plan:
+    """The parsed /predict entries of one Immich request for `task`, run by the given recipes."""
+    key, steps = REQUESTS[task]
+    return Plan(tuple(Entry(key, type_, stages[recipe_task].id, stages[recipe_task].id) for recipe_task, type_ in steps))
+
+
+class DeviceClock:
+    """Counts the process CPU time spent inside `session.run` (the device call)."""
+
+    def __init__(self, session: Any):
+        self.seconds = 0.0
+        self._run = session.run
+        session.run = self._timed  # this session only; bench sessions are private to one measurement
+
+    def _timed(self, recipe_id: str, feeds: Any) -> Any:
+        start = time.process_time()
+        try:
+            return self._run(recipe_id, feeds)
+        finally:
+            self.seconds += time.process_time() - start
+
+
+def _found(task: str, body: bytes) -> int:
+    answer = json.loads(body)
+    if task == "faces":
+        return len(answer["facial-recognition"])
+    if task == "ocr":
+        return len(answer["ocr"]["text"])
+    return 1
+
+
+def measure(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, path: str, *,
+            count: int = 30, warmup: int = 3) -> dict[str, Any]:
+    """One request at a time, `count` times: host CPU ms (mean, p50, min), device-call CPU, wall."""
+    plan = request_plan(task, stages)
+    pipeline = [(stages[t], {}) for t, _ in REQUESTS[task][1]]
+    clock = DeviceClock(session)
+    max_pixels = session.settings.max_image_pixels
+    host, device, wall = [], [], []
+    found = 0
+    decoded_size = None
+    for i in range(warmup + count):
+        cpu0, dev0, wall0 = time.process_time(), clock.seconds, time.perf_counter()
+        decoded = paths.decode(data, pipeline, path, max_pixels)
+        outcome = run_plan(session, plan, decoded, None, path)
+        cpu, dev = time.process_time() - cpu0, clock.seconds - dev0
+        if i >= warmup:
+            host.append((cpu - dev) * 1000)
+            device.append(dev * 1000)
+            wall.append((time.perf_counter() - wall0) * 1000)
+        found = _found(task, outcome.body)
+        decoded_size = "x".join(str(v) for v in decoded.size)
+    return {
+        "task": task,
+        "host_path": path,
+        "recipes": {t: r.id for t, r in stages.items()},
+        "calls": count,
+        "image": f"{decoded.width}x{decoded.height}",
+        "decoded": decoded_size,
+        "found": found,
+        "host_cpu_ms": {"mean": round(statistics.fmean(host), 2), "p50": round(statistics.median(host), 2), "min": round(min(host), 2)},
+        "device_call_cpu_ms": round(statistics.fmean(device), 2),
+        "wall_ms_p50": round(statistics.median(wall), 2),
+    }
+
+
+def compare(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task: fast vs exact host CPU (p50) as a ratio measured in the same run."""
+    by = {(c["task"], c["host_path"]): c for c in cells}
+    out = []
+    for task in dict.fromkeys(c["task"] for c in cells):
+        exact, fast = by.get((task, "exact")), by.get((task, "fast"))
+        if exact and fast and fast["host_cpu_ms"]["p50"]:
+            out.append({"task": task, "exact_ms": exact["host_cpu_ms"]["p50"], "fast_ms": fast["host_cpu_ms"]["p50"],
+                        "exact_over_fast": round(exact["host_cpu_ms"]["p50"] / fast["host_cpu_ms"]["p50"], 2)})
+    return out
+
+
+# ---- fast vs exact agreement ------------------------------------------------------------------
+def _answer(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, path: str) -> dict[str, Any]:
+    pipeline = [(stages[t], {}) for t, _ in REQUESTS[task][1]]
+    decoded = paths.decode(data, pipeline, path, session.settings.max_image_pixels)
+    return json.loads(run_plan(session, request_plan(task, stages), decoded, None, path).body)
+
+
+def box_iou(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    ix = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"]))
+    iy = max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
+    inter = ix * iy
+    union = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def agreement(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes) -> dict[str, Any]:
+    """How far the fast path's answer is from the exact one for one image.
+
+    clip: cosine of the embeddings; faces: per exact face the best IoU of a fast face (0 if none),
+    and the face counts; ocr: the texts, and the share of exact lines the fast path read identically.
+    """
+    import numpy as np
+
+    exact, fast = (_answer(session, task, stages, data, p) for p in ("exact", "fast"))
+    if task == "clip":
+        a, b = (np.asarray(json.loads(x["clip"]), np.float64) for x in (exact, fast))
+        return {"cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))}
+    if task == "faces":
+        ef, ff = exact["facial-recognition"], fast["facial-recognition"]
+        ious = [max((box_iou(e["boundingBox"], f["boundingBox"]) for f in ff), default=0.0) for e in ef]
+        return {"exact_faces": len(ef), "fast_faces": len(ff), "min_iou": min(ious, default=1.0 if not ff else 0.0),
+                "mean_iou": float(np.mean(ious)) if ious else (1.0 if not ff else 0.0)}
+    et, ft = exact["ocr"]["text"], fast["ocr"]["text"]
+    same = sum(1 for t in et if t in ft)
+    return {"exact_lines": len(et), "fast_lines": len(ft), "identical": et == ft, "lines_matched": same / len(et) if et else 1.0}

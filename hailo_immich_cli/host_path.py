@@ -1,0 +1,78 @@
+"""Which host path prepares images, and how small the fast one may decode.
+
+- exact: Pillow decodes the whole image and Immich's own Pillow/OpenCV steps run on it, so results
+  on an Immich model cache are the official service's.
+- fast: for the NPU, whose results are quantised anyway. JPEGs are decoded with DCT scaling straight
+  to the smallest size that still covers every model input of the request with a 2x margin, and
+  every resize is OpenCV's. Pixel results are mapped back to full-resolution coordinates.
+
+`auto` (the default) means fast on the hailo backend and exact on the cpu backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+from hailo_immich_cli.imaging import HOST_PATHS, DecodedImage, decode_image
+from hailo_immich_cli.recipes import Recipe
+
+CHOICES = ("auto", *HOST_PATHS)
+MARGIN = 2.0  # decoded pixels per model-input pixel the fast path keeps, at least
+
+
+def resolve(setting: str, backend: str) -> str:
+    """exact or fast for a server or bench run on `backend`."""
+    if setting in HOST_PATHS:
+        return setting
+    return "fast" if backend == "hailo" else "exact"
+
+
+def _canvas(pre: Mapping, recipe: Recipe) -> tuple[int, int] | None:
+    size = pre.get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    spec = recipe.inputs[0] if recipe.inputs else None
+    if spec is not None and spec.shape and len(spec.shape) == 3:
+        shape = spec.shape
+        return (shape[0], shape[1]) if shape[2] == 3 else (shape[1], shape[2])
+    return None
+
+
+def model_scale(recipe: Recipe, width: int, height: int, options: Mapping | None = None) -> float:
+    """Model-input pixels per image pixel for this recipe's resize (0: the recipe needs no pixels of its own)."""
+    pre = recipe.preprocess
+    short, long = min(width, height), max(width, height)
+    if recipe.task == "clip-visual":
+        size = pre.get("size", 224)
+        size = int(size[0] if isinstance(size, (list, tuple)) else size)
+        return size / short
+    if recipe.task == "face-detection":
+        canvas = _canvas(pre, recipe)
+        if canvas is not None:
+            return min(canvas[0] / height, canvas[1] / width)
+        return int(pre.get("max_side", 640)) / long
+    if recipe.task == "ocr-detection":
+        max_res = (options or {}).get("maxResolution") or pre.get("max_resolution", 736)
+        return min(1.0, int(max_res) / short)
+    return 0.0
+
+
+def decode_min_side(recipes: Iterable[tuple[Recipe, Mapping | None]], width: int, height: int) -> int | None:
+    """Shorter side the fast path decodes to: every model input covered MARGIN times (None: full size)."""
+    scale = max((model_scale(r, width, height, o) for r, o in recipes), default=0.0)
+    if scale <= 0:
+        return None
+    return min(min(width, height), math.ceil(MARGIN * scale * min(width, height)))
+
+
+def decode(data: bytes, stages: Sequence[tuple[Recipe, Mapping | None]], path: str, max_pixels: int) -> DecodedImage:
+    """One request's image, decoded once for all its stages (recipe, request options).
+
+    exact: Pillow, full size, its own image kept for the Pillow steps (as Immich decodes).
+    fast: JPEGs DCT-scaled by libjpeg-turbo to the smallest size covering every stage's input MARGIN times.
+    """
+    if path != "fast":
+        return decode_image(data, max_pixels=max_pixels, keep_pil=True)
+    return decode_image(data, max_pixels=max_pixels, decoder="fast",
+                        draft_min_side=lambda w, h: decode_min_side(stages, w, h))
