@@ -313,6 +313,7 @@ class BenchOptions:
     device_only: bool = True
     end_to_end: bool = True
     max_latency_ms: float | None = None
+    host_paths: tuple[str, ...] = ()  # measure host CPU per request from the encoded image on these paths
 
 
 class Bench:
@@ -320,8 +321,11 @@ class Bench:
 
     def __init__(self, settings: Settings, book: RecipeBook, options: BenchOptions,
                  images: ImageSet | None = None, progress: Callable[[str], None] | None = None,
-                 session_factory: Callable[[Settings, RecipeBook], SessionManager] | None = None):
+                 session_factory: Callable[[Settings, RecipeBook], SessionManager] | None = None,
+                 encoded: bytes | None = None):
         self.settings = settings
+        self.encoded = encoded  # one encoded image (a JPEG preview) for the host-path measurement
+        self.host_path = "exact"  # resolved from the settings and the backend when the run starts
         self.book = book
         self.opts = options
         self.images = images
@@ -466,7 +470,7 @@ class Bench:
             det, rec = stages["ocr-detection"].id, stages["ocr-recognition"].id
 
             def ocr_work() -> int:
-                found.append(len(read_text(session, next_image(), detector=det, recognizer=rec).lines))
+                found.append(len(read_text(session, next_image(), detector=det, recognizer=rec, host_path=self.host_path).lines))
                 return 1
 
             return ocr_work
@@ -476,7 +480,7 @@ class Bench:
             rid = stages["clip-visual"].id
 
             def clip_work() -> int:
-                encode_images(session, [next_image() for _ in range(batch)], model=rid)
+                encode_images(session, [next_image() for _ in range(batch)], model=rid, host_path=self.host_path)
                 return batch
 
             return clip_work
@@ -532,6 +536,28 @@ class Bench:
                                       f"{cell['items_per_s']:.2f} images/s, p50 {cell['latency_ms']['p50']} ms")
         return with_speedup(cells)
 
+    # -- host CPU per request, per host path ------------------------------------------------
+    def measure_host_paths(self, plan: dict[str, dict[str, Recipe]]) -> dict[str, Any]:
+        """Host CPU per image request from the encoded image, on each asked host path (host_bench.py)."""
+        from hailo_immich_cli import host_bench
+
+        if self.encoded is None:
+            from hailo_immich_cli.loadtest import image_bytes
+
+            self.encoded = image_bytes(None)[0][0]
+        cells = []
+        for task, stages in plan.items():
+            needed = [t for t, _ in host_bench.REQUESTS.get(task, ("", ()))[1]]
+            if not needed or any(t not in stages for t in needed):
+                continue
+            with self.session_factory(self.settings, self.book) as session:
+                for path in self.opts.host_paths:
+                    cell = host_bench.measure(session, task, stages, self.encoded, path, count=self.opts.count or 30,
+                                              warmup=max(1, self.opts.warmup))
+                    self.progress(f"host path {path} {task}: {cell['host_cpu_ms']['p50']} ms host CPU per request (decoded {cell['decoded']})")
+                    cells.append(cell)
+        return {"cells": cells, "compare": host_bench.compare(cells)}
+
     # -- everything -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = datetime.now(timezone.utc)
@@ -550,6 +576,9 @@ class Bench:
             models, plan = self._plan(probe)
         if self.settings.backend == "auto":  # decided once: cell sessions must not probe (and warn) again
             self.settings = self.settings.with_overrides(backend=active)
+        from hailo_immich_cli import host_path
+
+        self.host_path = host_path.resolve(self.settings.host_path, active)
         per_config = max(1, len(self.opts.intra_op)) * len(self.opts.batches) * len(self.opts.threads)
         cells = per_config * ((len(models) if self.opts.device_only else 0) + (len(plan) if self.opts.end_to_end else 0))
         bound = f"about {cells * self.opts.duration_s:.0f} s" if self.opts.duration_s else f"{self.opts.count} calls each"
@@ -571,6 +600,7 @@ class Bench:
                 cells = self.end_to_end(task, stages)
                 if cells:
                     tasks[task] = {"recipes": {t: r.id for t, r in stages.items()}, "cells": cells}
+        host_paths = self.measure_host_paths(plan) if self.opts.host_paths else None
         if self.backend is None:
             with self.session_factory(self.settings, self.book) as probe:
                 self.backend = backend_report(probe, active, self._fallback)
@@ -589,6 +619,8 @@ class Bench:
             "images": self.images.as_dict() if self.images is not None and tasks else None,
             "models": [{**self.models[rid], "device_only": device.get(rid, [])} for rid in self.models],
             "tasks": tasks,
+            "host_path": self.host_path,
+            "host_paths": host_paths,
             "notices": self.notices,
         }
         report["advice"] = advise_local(report, self.opts.max_latency_ms)

@@ -28,7 +28,7 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import (
     BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
 )
-from hailo_immich_cli.imaging import fast_resize
+from hailo_immich_cli.imaging import fast_resize, pil_resize
 from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
@@ -91,13 +91,13 @@ def resize_for_clip(rgb: np.ndarray | Image.Image, pre: Mapping[str, Any]) -> np
     w, h = img.size
     if mode == "shortest-crop":
         # Immich's visual path (resize_pil + crop_pil), including its int() truncations. (Folding the
-        # crop into the resize's source box would be faster, but Pillow rounds the box to float32.)
+        # crop into the resize's source box would be faster, but Pillow rounds a box to float32.)
         strip = _strip_box(w, h)
         if strip is not None:
             img = img.crop(strip)
             w, h = img.size
         new, _ = _shortest_crop_box(w, h, size)
-        img = img.resize(new, resample=resample)
+        img = pil_resize(img, new, resample)
         left, upper = int(new[0] / 2 - size / 2), int(new[1] / 2 - size / 2)
         img = img.crop((left, upper, left + size, upper + size))
     elif mode == "crop-resize":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -191,3 +194,57 @@ def fast_resize(src: np.ndarray, size: tuple[int, int], out: np.ndarray | None =
         out[...] = resized
         return out
     return resized
+
+
+
+# ---- Pillow's resize as Immich's Pillow runs it ----------------------------------------------------
+_SPLIT_MIN_PIXELS = 1_000_000  # below this, handing rows to another thread costs more than it saves
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_RESIZING = 0  # pil_resize calls running now: with two or more, the cores are busy anyway
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4) - 1), thread_name_prefix="resize")
+        return _POOL
+
+
+def _horizontal(img: Image.Image, width: int, top: int, bottom: int, resample: int) -> Image.Image:
+    # Pillow skips the vertical pass when the height is unchanged; a row's output depends on that row only.
+    band = img if (top, bottom) == (0, img.height) else img.crop((0, top, img.width, bottom))
+    return band.resize((width, bottom - top), resample)
+
+
+def pil_resize(img: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+    """Pillow's two-pass resize in the order Immich's Pillow (<= 12) runs it: horizontal, then
+    vertical, through an 8-bit image. Pillow 13 runs the vertical pass first for some shapes, which
+    moves a few pixel values; calling the passes one by one keeps Immich's pixels on any Pillow.
+
+    When no other resize is running, the horizontal pass (the costly one when shrinking) runs on
+    row bands in parallel threads (Pillow releases the GIL): same pixels, less wall time.
+    """
+    global _RESIZING
+    width, height = img.size
+    if size[0] == width or size[1] == height:  # one pass only: no order to keep
+        return img.resize(size, resample)
+    parts = min(os.cpu_count() or 1, 4)
+    with _POOL_LOCK:
+        alone = _RESIZING == 0
+        _RESIZING += 1
+    try:
+        if parts < 2 or not alone or width * height < _SPLIT_MIN_PIXELS:
+            wide = _horizontal(img, size[0], 0, height, resample)
+        else:
+            cuts = [round(i * height / parts) for i in range(parts + 1)]
+            later = [_pool().submit(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts[1:-1], cuts[2:])]
+            bands = [_horizontal(img, size[0], cuts[0], cuts[1], resample)] + [f.result() for f in later]
+            wide = Image.new(img.mode, (size[0], height))
+            for top, band in zip(cuts, bands):
+                wide.paste(band, (0, top))
+    finally:
+        with _POOL_LOCK:
+            _RESIZING -= 1
+    return wide.resize(size, resample)

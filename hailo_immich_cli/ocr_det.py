@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.imaging import fast_resize
+from hailo_immich_cli.imaging import fast_resize, pil_resize
 from hailo_immich_cli.ocr_db import DbParams, db_boxes, order_and_filter
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
@@ -54,7 +54,7 @@ def short_side_input(image: Image.Image | np.ndarray, recipe: Recipe, max_resolu
         height, width = image.shape[:2]
     rh, rw = short_side_size(height, width, max_resolution, int(pre.get("multiple", 32)))
     if isinstance(image, Image.Image):
-        arr = np.asarray(image.resize((rw, rh), resample=Image.Resampling.LANCZOS), dtype=np.float32)
+        arr = np.asarray(pil_resize(image, (rw, rh), Image.Resampling.LANCZOS), dtype=np.float32)
     else:
         arr = fast_resize(image, (rw, rh)).astype(np.float32)
     if pre.get("color", "BGR") == "BGR":

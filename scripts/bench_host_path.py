@@ -60,9 +60,18 @@ def photos() -> dict[str, np.ndarray]:
             "camera": rgb(data.camera()), "page": rgb(data.page())}
 
 
-def emulated(data: bytes, count: int) -> list[dict]:
+def run_bench(settings, book, task_recipes: dict, data: bytes, count: int) -> dict:
+    """`hailo-immich bench --host-path exact,fast` (the same Bench), host-path cells only."""
+    from hailo_immich_cli.bench import Bench, BenchOptions
+
+    opts = BenchOptions(tasks=tuple(task_recipes), recipes=tuple(r for stages in task_recipes.values() for r in stages.values()),
+                        warmup=3, duration_s=None, count=count, device_only=False, end_to_end=False, host_paths=("exact", "fast"))
+    return Bench(settings, book, opts, progress=lambda msg: print(msg, file=sys.stderr), encoded=data).run()
+
+
+def emulated(data: bytes, count: int) -> dict:
     from tests.helpers.faces import PlantedFace, scrfd_hailo_twin
-    from tests.helpers.hailo import install_double, make_hailo_session, uninstall_double
+    from tests.helpers.hailo import emulator, install_double, make_hailo_session, uninstall_double
 
     install_double()
     try:
@@ -73,29 +82,22 @@ def emulated(data: bytes, count: int) -> list[dict]:
                    for r, c in ((8, 8), (8, 20), (20, 10), (30, 22), (34, 6))]
         twin, calibration = scrfd_hailo_twin(det, planted)
         recipes = [book.get(rid) for stages in HAILO_STAGES.values() for rid in stages.values()]
-        cells = []
         with tempfile.TemporaryDirectory() as tmp, \
-                make_hailo_session(recipes, {det.id: twin}, Path(tmp), book=book, calibration={det.id: calibration}) as session:
-            fixed = _fixed_outputs(session, recipes)
-            for task, stages in HAILO_STAGES.items():
-                resolved = {t: session.recipes.get(rid) for t, rid in stages.items()}
-                for path in ("exact", "fast"):
-                    with fixed:
-                        cells.append(host_bench.measure(session, task, resolved, data, path, count=count))
-        return cells
+                make_hailo_session(recipes, {det.id: twin}, Path(tmp), book=book, calibration={det.id: calibration}) as session, \
+                FixedTwins(emulator()):
+            return run_bench(session.settings, session.recipes, HAILO_STAGES, data, count)
     finally:
         uninstall_double()
 
 
-class _FixedTwins:
-    """While active, every emulated HEF answers its first output again: a device that takes no time."""
+class FixedTwins:
+    """While active, every emulated HEF answers from a cache of its twin's output: a device that takes no time."""
 
-    def __init__(self, emulator, keys):
-        self.emulator, self.keys, self.saved = emulator, keys, {}
+    def __init__(self, emulator):
+        self.emulator, self.saved = emulator, {}
 
     def __enter__(self):
-        for key in self.keys:
-            twin = self.emulator.MACHINE.twins[key]
+        for key, twin in list(self.emulator.MACHINE.twins.items()):
             cache: dict = {}
 
             def fixed(inputs, twin=twin, cache=cache):
@@ -112,13 +114,7 @@ class _FixedTwins:
         self.emulator.MACHINE.twins.update(self.saved)
 
 
-def _fixed_outputs(session, recipes) -> _FixedTwins:
-    from tests.helpers.hailo import emulator
-
-    return _FixedTwins(emulator(), list(emulator().MACHINE.twins))
-
-
-def cpu(cache: Path, data: bytes, count: int) -> tuple[list[dict], dict]:
+def cpu(cache: Path, data: bytes, count: int) -> tuple[dict, dict]:
     from hailo_immich_cli.session import SessionManager
     from hailo_immich_cli.settings import Settings
 
@@ -126,8 +122,8 @@ def cpu(cache: Path, data: bytes, count: int) -> tuple[list[dict], dict]:
         settings = Settings.load(env={}, backend="cpu", models_dir=Path(empty), immich_cache_folder=cache)
         with SessionManager(settings) as session:
             stages = {task: {t: session.resolve(t, name) for t, name in names.items()} for task, names in CACHE_NAMES.items()}
-            cells = [host_bench.measure(session, task, st, data, path, count=count if task != "ocr" else max(3, count // 8))
-                     for task, st in stages.items() for path in ("exact", "fast")]
+            report = run_bench(settings, session.recipes, {task: {t: r.id for t, r in st.items()} for task, st in stages.items()},
+                               data, count)
             agree: dict = {}
             for name, photo in photos().items():
                 for size in ((1440, 1920), (1920, 1440)):
@@ -135,7 +131,7 @@ def cpu(cache: Path, data: bytes, count: int) -> tuple[list[dict], dict]:
                     for task, st in stages.items():
                         agree.setdefault(task, []).append({"photo": name, "size": f"{size[0]}x{size[1]}",
                                                            **host_bench.agreement(session, task, st, jpeg)})
-    return cells, agree
+    return report, agree
 
 
 def summary(agree: dict) -> dict:
@@ -169,17 +165,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
+    from rich.console import Console
+
+    from hailo_immich_cli.commands.bench import render
+
+    console = Console(width=150)
     for part, title in (("emulated_hailo", "EMULATED Hailo, device takes no time"), ("cpu", "CPU backend, Immich cache")):
-        if part not in report:
-            continue
-        print(f"\n{title}: host CPU ms per request (p50; mean; min), device-call CPU apart")
-        print(f"{'task':6s} {'path':6s} {'decoded':>10s} {'found':>5s} {'host p50':>9s} {'mean':>7s} {'min':>7s} {'device':>7s}")
-        for c in report[part]:
-            h = c["host_cpu_ms"]
-            print(f"{c['task']:6s} {c['host_path']:6s} {c['decoded']:>10s} {c['found']:>5d} {h['p50']:>9.2f} {h['mean']:>7.2f} "
-                  f"{h['min']:>7.2f} {c['device_call_cpu_ms']:>7.2f}")
-        for row in host_bench.compare(report[part]):
-            print(f"  {row['task']}: exact {row['exact_ms']} ms, fast {row['fast_ms']} ms -> exact/fast {row['exact_over_fast']}x")
+        if part in report:
+            console.rule(title)
+            render(console, report[part])
     if "agreement_summary" in report:
         print("\nfast vs exact on the CPU models, 5 photos x 2 preview orientations:", json.dumps(report["agreement_summary"]))
 

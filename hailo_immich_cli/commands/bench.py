@@ -40,6 +40,16 @@ def _tasks(text: str | None, allowed: tuple[str, ...] | list[str], default: tupl
     return tasks
 
 
+def _host_paths(text: str | None) -> tuple[str, ...]:
+    from hailo_immich_cli.imaging import HOST_PATHS
+
+    paths = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    bad = [p for p in paths if p not in HOST_PATHS]
+    if bad:
+        raise BadInputError(f"--host-path: unknown path {', '.join(bad)} (choose from {', '.join(HOST_PATHS)})")
+    return paths
+
+
 def _model_names(pairs: list[str]) -> dict[str, str]:
     names = {}
     for pair in pairs:
@@ -145,6 +155,20 @@ def _render_local(console: Console, report: dict[str, Any]) -> None:
         decode = (report["images"].get("decode_ms") or {}).get("p50")
         if decode is not None:
             console.print(f"  image decode (not in the numbers above): p50 {decode:.1f} ms per image")
+    if report.get("host_path"):
+        console.print(f"[bold]host path[/] {report['host_path']} (end-to-end above; HAILO_IMMICH_HOST_PATH)")
+    host = report.get("host_paths")
+    if host and host["cells"]:
+        table = Table(title="host CPU per image request from the encoded image (decode, prepare, post-process, JSON; device call apart)")
+        for col in ("task", "host path", "image", "decoded", "found", "host p50 ms", "mean ms", "min ms", "device-call ms"):
+            table.add_column(col, justify="left" if col in ("task", "host path") else "right")
+        for c in host["cells"]:
+            h = c["host_cpu_ms"]
+            table.add_row(c["task"], c["host_path"], c["image"], c["decoded"], str(c["found"]), _ms(h["p50"]), _ms(h["mean"]),
+                          _ms(h["min"]), _ms(c["device_call_cpu_ms"]))
+        console.print(table)
+        for row in host["compare"]:
+            console.print(f"  {row['task']}: exact {row['exact_ms']:.2f} ms, fast {row['fast_ms']:.2f} ms per request -> exact/fast {row['exact_over_fast']}x")
 
 
 def _render_url(console: Console, report: dict[str, Any]) -> None:
@@ -196,6 +220,7 @@ def register(app: typer.Typer) -> None:
         concurrency: Optional[str] = typer.Option(None, "--concurrency", help="--url: concurrent connections to sweep (default 1,2,4,8)."),
         timeout: float = typer.Option(60.0, "--timeout", help="--url: per-request timeout, seconds."),
         model_name: Optional[List[str]] = typer.Option(None, "--model-name", help="--url: TASK=IMMICH_MODEL_NAME (default: Immich's defaults)."),
+        host_path: Optional[str] = typer.Option(None, "--host-path", help="Also measure host CPU per image request from the encoded image on these host paths, e.g. exact,fast."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema: docs/bench.md)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON report to this file."),
         backend: Optional[str] = BackendOption,
@@ -243,10 +268,16 @@ def register(app: typer.Typer) -> None:
                 device_only=mode in ("all", "device"),
                 end_to_end=mode in ("all", "e2e"),
                 max_latency_ms=max_latency_ms,
+                host_paths=_host_paths(host_path),
             )
             image_set = load_images(images, max_images, settings.max_image_pixels) if opts_local.end_to_end else None
             book = RecipeBook.load(settings.recipes_dir)
-            report = Bench(settings, book, opts_local, image_set, progress=progress).run()
+            encoded = None
+            if opts_local.host_paths and images is not None:
+                from hailo_immich_cli.loadtest import image_bytes
+
+                encoded = image_bytes(images, 1)[0][0]
+            report = Bench(settings, book, opts_local, image_set, progress=progress, encoded=encoded).run()
         text = json.dumps(report, indent=2)
         if output is not None:
             output.write_text(text + "\n", encoding="utf-8")
