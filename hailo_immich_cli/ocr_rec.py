@@ -43,43 +43,41 @@ def perspective_coefficients(boxes: np.ndarray, widths: np.ndarray, heights: np.
     return h.reshape(n, 9)[:, :8]
 
 
-def crop_lines(image: Image.Image, boxes: np.ndarray) -> list[np.ndarray]:
-    """RGB uint8 crop per (4, 2) TL/TR/BR/BL quad: bicubic perspective warp, tall crops turned 90 degrees CCW."""
-    if len(boxes) == 0:
-        return []
+def _quad_warps(boxes: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """Per (4, 2) TL/TR/BR/BL quad: the 8 PIL PERSPECTIVE coefficients and the crop's width and height."""
     b = boxes.astype(np.float32)
     widths = np.maximum(np.linalg.norm(b[:, 1] - b[:, 0], axis=1), np.linalg.norm(b[:, 2] - b[:, 3], axis=1)).astype(np.int32)
     heights = np.maximum(np.linalg.norm(b[:, 0] - b[:, 3], axis=1), np.linalg.norm(b[:, 1] - b[:, 2], axis=1)).astype(np.int32)
     widths, heights = np.maximum(widths, 1), np.maximum(heights, 1)
-    coeffs = perspective_coefficients(b, widths, heights)
-    crops = []
-    for c, w, h in zip(coeffs, widths.tolist(), heights.tolist()):
-        crop = image.transform((w, h), Image.Transform.PERSPECTIVE, tuple(c.tolist()), Image.Resampling.BICUBIC)
-        arr = np.asarray(crop)
-        if h / w >= TALL_RATIO:
-            arr = np.rot90(arr)
-        crops.append(np.ascontiguousarray(arr))
-    return crops
+    return list(zip(perspective_coefficients(b, widths, heights), widths.tolist(), heights.tolist()))
+
+
+def _upright(arr: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Tall crops are vertical text: turned 90 degrees CCW."""
+    return np.ascontiguousarray(np.rot90(arr) if h / w >= TALL_RATIO else arr)
+
+
+def crop_lines(image: Image.Image, boxes: np.ndarray) -> list[np.ndarray]:
+    """RGB uint8 crop per (4, 2) TL/TR/BR/BL quad: bicubic perspective warp, tall crops turned 90 degrees CCW."""
+    if len(boxes) == 0:
+        return []
+    return [_upright(np.asarray(image.transform((w, h), Image.Transform.PERSPECTIVE, tuple(c.tolist()), Image.Resampling.BICUBIC)), w, h)
+            for c, w, h in _quad_warps(boxes)]
+
+
+# Pillow samples pixel centres (x + 0.5), OpenCV pixel indices: shift in, map, shift back.
+_TO_CENTRES = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+_FROM_CENTRES = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
 
 
 def crop_lines_fast(rgb: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
     """`crop_lines` for the fast host path: the same quads warped with OpenCV (bicubic) from the array."""
     if len(boxes) == 0:
         return []
-    b = boxes.astype(np.float32)
-    widths = np.maximum(np.linalg.norm(b[:, 1] - b[:, 0], axis=1), np.linalg.norm(b[:, 2] - b[:, 3], axis=1)).astype(np.int32)
-    heights = np.maximum(np.linalg.norm(b[:, 0] - b[:, 3], axis=1), np.linalg.norm(b[:, 1] - b[:, 2], axis=1)).astype(np.int32)
-    widths, heights = np.maximum(widths, 1), np.maximum(heights, 1)
-    coeffs = perspective_coefficients(b, widths, heights).astype(np.float64)
-    # Pillow samples pixel centres (x + 0.5), OpenCV pixel indices: shift in, map, shift back.
-    half, unhalf = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]), np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     crops = []
-    for c, w, h in zip(coeffs, widths.tolist(), heights.tolist()):
-        matrix = unhalf @ np.append(c, 1.0).reshape(3, 3) @ half
-        arr = cv2.warpPerspective(rgb, matrix, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        if h / w >= TALL_RATIO:
-            arr = np.rot90(arr)
-        crops.append(np.ascontiguousarray(arr))
+    for c, w, h in _quad_warps(boxes):
+        matrix = _FROM_CENTRES @ np.append(c.astype(np.float64), 1.0).reshape(3, 3) @ _TO_CENTRES
+        crops.append(_upright(cv2.warpPerspective(rgb, matrix, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP), w, h))
     return crops
 
 

@@ -1,0 +1,70 @@
+"""The exact host path's speed-ups change no pixel: Pillow's resize done pass by pass (its horizontal
+pass on row bands in threads) equals Pillow's own call, and the one-pass host normalisation equals
+the plain float32 expression, bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hailo_immich_cli.imaging import decode_image, pil_resize
+from hailo_immich_cli.tensors import image_input
+
+
+def _photo(photos, size):
+    import cv2
+
+    return Image.fromarray(cv2.resize(photos["astronaut"], size, interpolation=cv2.INTER_CUBIC))
+
+
+@pytest.mark.parametrize("size", [(1440, 1920), (1920, 1440), (601, 1733), (2000, 700), (300, 200)])
+@pytest.mark.parametrize("target,resample", [((224, 298), Image.Resampling.BICUBIC), ((736, 992), Image.Resampling.LANCZOS),
+                                             ((64, 40), Image.Resampling.BICUBIC)])
+def test_pil_resize_is_pillows_resize(photos, size, target, resample):
+    img = _photo(photos, size)
+    np.testing.assert_array_equal(np.asarray(pil_resize(img, target, resample)), np.asarray(img.resize(target, resample)))
+
+
+def test_pil_resize_under_concurrent_calls(photos):
+    """Concurrent calls take the single-thread route (the cores are busy): the same pixels either way."""
+    img = _photo(photos, (1440, 1920))
+    want = np.asarray(img.resize((224, 298), Image.Resampling.BICUBIC))
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: np.asarray(pil_resize(img, (224, 298), Image.Resampling.BICUBIC)), range(8)))
+    for g in got:
+        np.testing.assert_array_equal(g, want)
+
+
+def _plain(batch: np.ndarray, recipe) -> np.ndarray:
+    pre = recipe.preprocess
+    x = batch[..., ::-1] if pre.get("color", "RGB") == "BGR" else batch
+    mean = np.asarray(pre.get("mean", [0.0, 0.0, 0.0]), np.float32)
+    std = np.asarray(pre.get("std", [1.0, 1.0, 1.0]), np.float32)
+    x = (x.astype(np.float32) * np.float32(pre.get("scale", 1.0)) - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("recipe_id", ["buffalo_l-detection-cpu", "clip-vit-b32-openai-visual-cpu", "centerface-cpu"])
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_host_normalisation_equals_the_plain_expression(recipe_book, recipe_id, color):
+    recipe = recipe_book.get(recipe_id)
+    recipe = dataclasses.replace(recipe, preprocess={**recipe.preprocess, "color": color})
+    batch = np.random.default_rng(3).integers(0, 256, (2, 96, 80, 3), dtype=np.uint8)
+    got = image_input(batch, recipe)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, _plain(batch, recipe))
+
+
+def test_kept_pillow_image_and_its_array_are_one_decode(photos):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(photos["coffee"]).save(buf, "JPEG", quality=80)
+    kept = decode_image(buf.getvalue(), keep_pil=True)
+    assert kept.pil is not None and kept.size == (600, 400)
+    assert kept.rgb is kept.rgb  # made once, on first use
+    np.testing.assert_array_equal(kept.rgb, decode_image(buf.getvalue()).rgb)
