@@ -184,3 +184,29 @@ def test_fast_ocr_reads_what_exact_reads(cache_session):
         Image.fromarray(rgb).save(buf, "JPEG", quality=80)
         ocr = host_bench.agreement(cache_session, "ocr", stages_of(cache_session, "ocr"), buf.getvalue())
         assert ocr["exact_lines"] >= 3 and ocr["lines_matched"] >= 0.75, (size, ocr)
+
+
+# ---- a real server on the fast path -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_server_on_the_fast_path_says_so_and_answers_full_size_boxes(cache, cache_session, photos, tmp_path):
+    from tests.helpers.immich_server import start_server, stop_server
+
+    srv = start_server(tmp_path, {"HAILO_IMMICH_MODELS_DIR": str(tmp_path / "no-models"), "MACHINE_LEARNING_CACHE_FOLDER": str(cache),
+                                  "HAILO_IMMICH_HOST_PATH": "fast"})
+    try:
+        assert srv.get("/health").json()["host_path"] == {"setting": "fast", "path": "fast"}
+        data = preview(photos["astronaut"], (3024, 4032))
+        r = srv.predict({"facial-recognition": {"detection": {"modelName": "buffalo_l", "options": {"minScore": 0.7}},
+                                                "recognition": {"modelName": "buffalo_l"}}}, image=data)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        _, exact = _answer(cache_session, "faces", data, "exact")
+        assert (body["imageWidth"], body["imageHeight"]) == (3024, 4032)
+        assert len(body["facial-recognition"]) == len(exact["facial-recognition"]) == 3
+        for f, e in zip(body["facial-recognition"], exact["facial-recognition"]):
+            assert all(abs(f["boundingBox"][k] - e["boundingBox"][k]) <= 4 for k in ("x1", "y1", "x2", "y2"))
+        assert any("POST /predict 200 tasks=facial-recognition path=fast " in line for line in srv.log().splitlines())
+    finally:
+        stop_server(srv)

@@ -187,6 +187,7 @@ def _predict(state: ServerState) -> bytes:
     start = time.perf_counter()
     session = state.session
     tasks_label = "unparsed"
+    path_field = ""  # the host path of an image request, for the log line
     models = ""
     timings: dict[str, float] = {}
     status = 500
@@ -203,7 +204,7 @@ def _predict(state: ServerState) -> bytes:
             if image is not None:
                 t0 = time.perf_counter()
                 path = host_path_for(session)
-                models += f" path={path}"
+                path_field = f" path={path}"
                 try:
                     decoded = decode_request(session, plan, image, state.settings.max_image_pixels, path)
                 except ImageTooLargeError:
@@ -216,7 +217,6 @@ def _predict(state: ServerState) -> bytes:
         timings.update(outcome.timings_ms)
         if outcome.backends:
             models = ",".join(f"{rid}@{backend}" for rid, backend in outcome.backends.items())
-            models += f" path={path}" if decoded is not None else ""
         if outcome.notes:
             models += " " + " ".join(outcome.notes)
         status = 200
@@ -228,7 +228,7 @@ def _predict(state: ServerState) -> bytes:
     finally:
         elapsed = time.perf_counter() - start
         state.metrics.record(tasks_label, status, elapsed)
-        _log_request(status, tasks_label, models, elapsed, timings, error)
+        _log_request(status, tasks_label + path_field, models, elapsed, timings, error)
 
 
 _EXPECTED = (ProtocolError, BusyError, _ImageDecodeError, BadInputError)
