@@ -113,6 +113,9 @@ class CpuBackend(Backend):
         opts.intra_op_num_threads = self.settings.ort_intra_op_threads
         opts.inter_op_num_threads = self.settings.ort_inter_op_threads
         opts.log_severity_level = 3
+        # Idle intra-op threads sleep instead of spinning: a request's pre/post-processing and the
+        # other requests get the cores (spinning burnt ~20 ms of CPU per image request on 2 cores).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return opts
 
     def load(self, recipe: Recipe, files: ModelFiles) -> LoadedModel:
