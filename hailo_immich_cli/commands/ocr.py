@@ -15,7 +15,7 @@ from rich.table import Table
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.ocr import OcrResult, read_text
+from hailo_immich_cli.ocr.pipeline import OcrResult, read_text
 
 
 def result_record(path: Path, result: OcrResult) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def run_plan(
 
 
 def _clip(session: SessionManager, plan: Plan, rgb: np.ndarray | None, text: str | None, outcome: Outcome) -> str:
-    from hailo_immich_cli import clip
+    from hailo_immich_cli.clip import pipeline as clip
 
     visual = plan.get("clip", "visual")
     if rgb is not None and visual is not None:
@@ -69,7 +69,7 @@ def _clip(session: SessionManager, plan: Plan, rgb: np.ndarray | None, text: str
 
 
 def _faces(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: Outcome) -> list[dict[str, Any]]:
-    from hailo_immich_cli import faces
+    from hailo_immich_cli.faces import pipeline as faces
 
     det = plan.get("facial-recognition", "detection")
     rec = plan.get("facial-recognition", "recognition")
@@ -91,7 +91,7 @@ def _faces(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome:
 
 
 def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: Outcome) -> dict[str, Any]:
-    from hailo_immich_cli import ocr
+    from hailo_immich_cli.ocr import pipeline as ocr
 
     det = plan.get("ocr", "detection")
     rec = plan.get("ocr", "recognition")
@@ -112,8 +112,7 @@ def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: O
     )
     outcome.backends[result.detector.recipe_id] = result.detector.backend
     outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
-    # Lines in the official service's order when the pipeline can tell it (its sort quirk included);
+    # Lines in the official service's order (its sort quirk included);
     # each line keeps its own box score (the official service misaligns them, see protocol.ocr_json).
-    official_order = getattr(ocr, "immich_response_order", None)
-    lines = [line for line, _ in official_order(result)] if official_order is not None else list(result.lines)
+    lines = [line for line, _ in ocr.immich_response_order(result)]
     return protocol.ocr_json(lines, result.width, result.height, min_rec)

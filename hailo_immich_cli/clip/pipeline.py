@@ -4,7 +4,7 @@ Everything model-specific comes from the recipe:
 - images: `[preprocess] resize` = `shortest-crop` (Immich's path for its exports: PIL resize of the
   shorter side to `size`, `int()` centre crop), `crop-resize` (centre square crop, then resize) or
   `squash`; `interpolation` = a PIL filter; normalisation on the host or on the chip (tensors.py).
-- text: `[tokenizer]` (tokenizers.py) and `[text] feed`:
+- text: `[tokenizer]` (clip/tokenizers.py) and `[text] feed`:
   `token-ids` (ONNX exports take ids), or `token-embeddings` (the Hailo text encoders start after
   the embedding lookup: the host looks rows up in the extracted weights `.npz` and feeds them).
   `[text] output` = `pooled` (the graph returns the embedding) or `eot-projection` (the graph returns
@@ -31,7 +31,7 @@ from hailo_immich_cli.errors import (
 from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
-from hailo_immich_cli.tokenizers import TextTokenizer, build_tokenizer
+from hailo_immich_cli.clip.tokenizers import TextTokenizer, build_tokenizer
 
 VISUAL, TEXTUAL = "clip-visual", "clip-textual"
 _MAX_RATIO = 32

@@ -13,8 +13,8 @@ import numpy as np
 
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, ModelMissingError, UnknownModelError
-from hailo_immich_cli.face_detect import run_detector
-from hailo_immich_cli.face_embed import aligned_crops, cosine_similarity, embed_crops
+from hailo_immich_cli.faces.detect import run_detector
+from hailo_immich_cli.faces.embed import aligned_crops, cosine_similarity, embed_crops
 from hailo_immich_cli.recipes import Recipe
 
 DETECTION = "face-detection"

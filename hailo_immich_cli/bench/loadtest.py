@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
-from hailo_immich_cli.benchkit import (
+from hailo_immich_cli.bench.local import SCHEMA_VERSION, best_cell, with_speedup
+from hailo_immich_cli.bench.timing import (
     host_info,
     loop_summary,
     percentiles_ms,
@@ -180,7 +180,7 @@ def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]
     if folder is None:
         import cv2
 
-        from hailo_immich_cli.bench import synthetic_images
+        from hailo_immich_cli.bench.local import synthetic_images
 
         encoded = [cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for img in synthetic_images()]
         return encoded, "synthetic JPEG (1920x1440, printed text, no faces)"

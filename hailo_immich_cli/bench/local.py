@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hailo_immich_cli.backends.base import LoadedModel, TensorInfo
-from hailo_immich_cli.benchkit import LoopResult, host_info, loop_summary, report_header, timed_loop
+from hailo_immich_cli.bench.timing import LoopResult, host_info, loop_summary, report_header, timed_loop
 from hailo_immich_cli.errors import (
     BadInputError,
     DeviceError,
@@ -241,7 +241,7 @@ class ImageSet:
 def load_images(folder: Path | None, limit: int = 16, max_pixels: int = 100_000_000) -> ImageSet:
     """Decode up to `limit` images from a folder (timed, like the service decodes), or make synthetic ones."""
     from hailo_immich_cli.batch.scan import iter_image_files
-    from hailo_immich_cli.benchkit import percentiles_ms
+    from hailo_immich_cli.bench.timing import percentiles_ms
     from hailo_immich_cli.imaging import decode_image
 
     if folder is None:
@@ -450,7 +450,7 @@ class Bench:
             return images[next(counter) % len(images)]
 
         if task == "faces":
-            from hailo_immich_cli.faces import analyze_faces
+            from hailo_immich_cli.faces.pipeline import analyze_faces
 
             det = stages["face-detection"].id
             rec = stages["face-recognition"].id if "face-recognition" in stages else None
@@ -461,7 +461,7 @@ class Bench:
 
             return faces_work
         if task == "ocr":
-            from hailo_immich_cli.ocr import read_text
+            from hailo_immich_cli.ocr.pipeline import read_text
 
             det, rec = stages["ocr-detection"].id, stages["ocr-recognition"].id
 
@@ -471,7 +471,7 @@ class Bench:
 
             return ocr_work
         if task == "clip":
-            from hailo_immich_cli.clip import encode_images
+            from hailo_immich_cli.clip.pipeline import encode_images
 
             rid = stages["clip-visual"].id
 
@@ -481,7 +481,7 @@ class Bench:
 
             return clip_work
         if task == "clip-text":
-            from hailo_immich_cli.clip import encode_texts
+            from hailo_immich_cli.clip.pipeline import encode_texts
 
             rid = stages["clip-textual"].id
 
