@@ -187,14 +187,6 @@ def text_weights(tmp_path_factory) -> dict[str, tuple[dict[str, np.ndarray], Pat
     return out
 
 
-@pytest.fixture(autouse=True)
-def _drop_text_cache():
-    """clip/pipeline.py caches each recipe's tokenizer + weights per path: drop ours (hundreds of MB) after each test."""
-    yield
-    with clip._RESOURCES_LOCK:
-        clip._RESOURCES.clear()
-
-
 def _place(models: Path, recipe, role: str, source: Path) -> None:
     target = models / recipe.id / recipe.file(role).name
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ def recognize(session, recipe: Recipe, crops: Sequence[np.ndarray]) -> Recogniti
     pieces' confidences weighted by their character counts.
     """
     model = session.model(recipe.id)
-    charset = load_charset(recipe, session.files)
+    charset = model.host_resource("charset", lambda: load_charset(recipe, session.files))
     if not crops:
         return Recognition([], [], model.provenance)
     pre = recipe.preprocess
