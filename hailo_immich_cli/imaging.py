@@ -66,6 +66,10 @@ class DecodedImage:
         assert self.pil is not None
         return self.pil.size
 
+    def for_pillow_steps(self, host_path: str) -> "Image.Image | np.ndarray":
+        """What Pillow-based steps take: the decoder's own image on the exact path, else the array."""
+        return self.pil if host_path == "exact" and self.pil is not None else self.rgb
+
     @property
     def reduction(self) -> float:
         """Full-resolution pixels per decoded pixel (1.0 unless a draft decode shrank it)."""

@@ -10,7 +10,8 @@
    both paths, and the fast path's agreement with the exact one on real photos (CLIP cosine, face
    box IoU, OCR text).
 
-Both use `hailo-immich bench`'s host-path measurement (hailo_immich_cli/host_bench.py). Everything
+Part 1 needs a checkout: the hailo_platform test double and its HEF writer live in tests/ (they are
+test code, not shipped). Both use `hailo-immich bench`'s host-path measurement (hailo_immich_cli/bench/host_paths.py). Everything
 from part 1 is EMULATED: it measures this host's CPU, never the NPU.
 
     python scripts/bench_host_path.py [--image preview.jpg] [--cache /path/to/immich/cache] [--count 40] [--json]
@@ -30,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hailo_immich_cli import host_bench  # noqa: E402
+from hailo_immich_cli.bench import host_paths as host_bench  # noqa: E402
 from hailo_immich_cli.recipes import RecipeBook  # noqa: E402
 
 HAILO_STAGES = {"clip": {"clip-visual": "clip-vit-b32-visual-hailo"},
@@ -51,13 +52,9 @@ def preview_jpeg(photo: np.ndarray, size: tuple[int, int] = (1440, 1920), qualit
 
 
 def photos() -> dict[str, np.ndarray]:
-    from skimage import data
+    from hailo_immich_cli.testkit.photos import sample_photos
 
-    def rgb(img: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3])
-
-    return {"astronaut": rgb(data.astronaut()), "coffee": rgb(data.coffee()), "chelsea": rgb(data.chelsea()),
-            "camera": rgb(data.camera()), "page": rgb(data.page())}
+    return sample_photos()
 
 
 def run_bench(settings, book, task_recipes: dict, data: bytes, count: int) -> dict:
@@ -70,7 +67,8 @@ def run_bench(settings, book, task_recipes: dict, data: bytes, count: int) -> di
 
 
 def emulated(data: bytes, count: int) -> dict:
-    from tests.helpers.faces import PlantedFace, scrfd_hailo_twin
+    from hailo_immich_cli.testkit.face_models import PlantedFace
+    from tests.helpers.faces import scrfd_hailo_twin
     from tests.helpers.hailo import emulator, install_double, make_hailo_session, uninstall_double
 
     install_double()

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hailo_immich_cli import host_bench, host_path
+from hailo_immich_cli import host_path
+from hailo_immich_cli.bench import host_paths as host_bench
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.faces import analyze_faces
+from hailo_immich_cli.faces.pipeline import analyze_faces, full_size
 from hailo_immich_cli.imaging import decode_image
-from hailo_immich_cli.server.predict import full_size_faces, run_plan
+from hailo_immich_cli.server.predict import run_plan
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.immich_cache import CLIP_MODELS, build_cache
+from hailo_immich_cli.testkit.immich_cache import CLIP_MODELS, build_cache
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 
 CACHE_STAGES = {"clip": {"clip-visual": "ViT-B-32__openai"},
@@ -152,7 +153,7 @@ def test_real_faces_on_a_reduced_decode_map_back(cpu_session, photos):
     assert reduced.reduction == 2.0
     small = analyze_faces(cpu_session, reduced.rgb, detector="centerface-cpu", embed=False)
     big = analyze_faces(cpu_session, full.rgb, detector="centerface-cpu", embed=False)
-    mapped = full_size_faces(small.faces, reduced.reduction)
+    mapped = full_size(small.faces, reduced.reduction)
     assert len(big.faces) >= 1 and len(mapped) == len(big.faces)
     for m, b in zip(mapped, big.faces):
         assert host_bench.box_iou(dict(zip(("x1", "y1", "x2", "y2"), m.box)), dict(zip(("x1", "y1", "x2", "y2"), b.box))) > 0.8
@@ -175,7 +176,7 @@ def test_fast_clip_and_faces_agree_with_exact(cache_session, photos, name):
 
 @pytest.mark.slow
 def test_fast_ocr_reads_what_exact_reads(cache_session):
-    from tests.helpers.ocr import render_lines
+    from hailo_immich_cli.testkit.ocr_samples import render_lines
 
     lines = ["Receipt 0042 Market Hall", "2 coffee 7.20 EUR", "Card payment accepted", "Thank you and goodbye"]
     for size in ((1440, 1920), (1920, 1440)):

@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hailo_immich_cli.bench import (
+from hailo_immich_cli.bench.local import (
     DEFAULT_TASKS,
     TASKS,
     Bench,
     BenchOptions,
     load_images,
 )
-from hailo_immich_cli.benchkit import parse_int_list
+from hailo_immich_cli.bench.timing import parse_int_list
 from hailo_immich_cli.commands._common import (
     BackendOption,
     ModelsDirOption,
@@ -233,7 +233,7 @@ def register(app: typer.Typer) -> None:
         if duration is not None and duration <= 0:
             raise BadInputError("--duration must be > 0")
         if url:
-            from hailo_immich_cli.loadtest import (
+            from hailo_immich_cli.bench.loadtest import (
                 URL_TASKS,
                 LoadTest,
                 UrlOptions,
@@ -274,7 +274,7 @@ def register(app: typer.Typer) -> None:
             book = RecipeBook.load(settings.recipes_dir)
             encoded = None
             if opts_local.host_paths and images is not None:
-                from hailo_immich_cli.loadtest import image_bytes
+                from hailo_immich_cli.bench.loadtest import image_bytes
 
                 encoded = image_bytes(images, 1)[0][0]
             report = Bench(settings, book, opts_local, image_set, progress=progress, encoded=encoded).run()

@@ -21,19 +21,18 @@ from hailo_immich_cli import host_path as paths
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.server.predict import run_plan
 from hailo_immich_cli.server.protocol import Entry, Plan
+from hailo_immich_cli.tasks import by_name
 
-# bench task -> (Immich task key, [(recipe task, Immich model type)])
-REQUESTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "clip": ("clip", (("clip-visual", "visual"),)),
-    "faces": ("facial-recognition", (("face-detection", "detection"), ("face-recognition", "recognition"))),
-    "ocr": ("ocr", (("ocr-detection", "detection"), ("ocr-recognition", "recognition"))),
-}
+def image_steps(task: str) -> list[tuple[str, str]]:
+    """(Immich model type, recipe task) of an image request of the registry task `task`."""
+    owner = by_name()[task]
+    return [(type_, rt) for type_, rt in owner.steps.items() if type_ not in owner.text_types]
 
 
 def request_plan(task: str, stages: Mapping[str, Recipe]) -> Plan:
-    """The parsed /predict entries of one Immich request for `task`, run by the given recipes."""
-    key, steps = REQUESTS[task]
-    return Plan(tuple(Entry(key, type_, stages[recipe_task].id, stages[recipe_task].id) for recipe_task, type_ in steps))
+    """The parsed /predict entries of one Immich image request for `task`, run by the given recipes."""
+    key = by_name()[task].immich_task
+    return Plan(tuple(Entry(key, type_, stages[rt].id, stages[rt].id) for type_, rt in image_steps(task)))
 
 
 class DeviceClock:
@@ -65,7 +64,7 @@ def measure(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, 
             count: int = 30, warmup: int = 3) -> dict[str, Any]:
     """One request at a time, `count` times: host CPU ms (mean, p50, min), device-call CPU, wall."""
     plan = request_plan(task, stages)
-    pipeline = [(stages[t], {}) for t, _ in REQUESTS[task][1]]
+    pipeline = [(stages[rt], {}) for _, rt in image_steps(task)]
     clock = DeviceClock(session)
     max_pixels = session.settings.max_image_pixels
     host, device, wall = [], [], []
@@ -110,7 +109,7 @@ def compare(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ---- fast vs exact agreement ------------------------------------------------------------------
 def _answer(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, path: str) -> dict[str, Any]:
-    pipeline = [(stages[t], {}) for t, _ in REQUESTS[task][1]]
+    pipeline = [(stages[rt], {}) for _, rt in image_steps(task)]
     decoded = paths.decode(data, pipeline, path, session.settings.max_image_pixels)
     return json.loads(run_plan(session, request_plan(task, stages), decoded, None, path).body)
 
