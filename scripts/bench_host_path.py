@@ -59,7 +59,7 @@ def photos() -> dict[str, np.ndarray]:
 
 def run_bench(settings, book, task_recipes: dict, data: bytes, count: int) -> dict:
     """`hailo-immich bench --host-path exact,fast` (the same Bench), host-path cells only."""
-    from hailo_immich_cli.bench import Bench, BenchOptions
+    from hailo_immich_cli.bench.local import Bench, BenchOptions
 
     opts = BenchOptions(tasks=tuple(task_recipes), recipes=tuple(r for stages in task_recipes.values() for r in stages.values()),
                         warmup=3, duration_s=None, count=count, device_only=False, end_to_end=False, host_paths=("exact", "fast"))
