@@ -24,8 +24,7 @@ def _photo(photos, size):
 @pytest.mark.parametrize("size", [(1440, 1920), (1920, 1440), (601, 1733), (2000, 700), (300, 200)])
 @pytest.mark.parametrize("target,resample", [((224, 298), Image.Resampling.BICUBIC), ((736, 992), Image.Resampling.LANCZOS),
                                              ((64, 40), Image.Resampling.BICUBIC)])
-def test_pil_resize_is_pillows_resize(photos, size, target, resample, monkeypatch):
-    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle host: the banded route
+def test_pil_resize_is_pillows_resize(photos, size, target, resample):
     img = _photo(photos, size)
     np.testing.assert_array_equal(np.asarray(pil_resize(img, target, resample)), np.asarray(img.resize(target, resample)))
 
