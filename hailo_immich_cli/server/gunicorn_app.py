@@ -1,32 +1,24 @@
-"""Gunicorn glue: one worker process owns the device; a gthread pool serves the requests.
+"""Gunicorn glue: one worker process owns the device; its event loop serves the connections.
 
-The pool has spare threads beyond the inference slots (MACHINE_LEARNING_REQUEST_THREADS): waiting
-predicts park on the gate while /ping still finds a free thread, so Immich's 2-second health
-probe is answered even when every slot is busy.
+The worker (loop_worker.ServeWorker) reads requests on an asyncio loop and runs complete ones on
+a pool of the inference slots (MACHINE_LEARNING_REQUEST_THREADS) plus spare threads: waiting
+predicts park on the gate while /health still finds a thread, and /ping never needs one.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent import futures
 from typing import Any, Mapping
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
 
+from hailo_immich_cli.server.limits import RESERVE_THREADS
+from hailo_immich_cli.server.loop_worker import ServeWorker
 from hailo_immich_cli.settings import Settings
 
+__all__ = ["ServeApplication", "ServeWorker", "bind_address", "gunicorn_log_level", "gunicorn_options"]
+
 log = logging.getLogger("hailo_immich.server")
-
-PING_RESERVE_THREADS = 4
-
-
-class ServeWorker(ThreadWorker):
-    """gthread worker with `threads` inference slots plus room for the queue and health probes."""
-
-    def get_thread_pool(self) -> futures.ThreadPoolExecutor:
-        spare = int(getattr(self.app, "spare_threads", 0))
-        return futures.ThreadPoolExecutor(max_workers=self.cfg.threads + spare, thread_name_prefix="request")
 
 
 def bind_address(host: str, port: int) -> str:
@@ -69,7 +61,7 @@ class ServeApplication(BaseApplication):
         self.settings = settings
         self.options = dict(options)
         self.env = env
-        self.spare_threads = settings.max_queue + PING_RESERVE_THREADS
+        self.spare_threads = settings.max_queue + RESERVE_THREADS
         self.state = None  # the worker's ServerState, once loaded
         super().__init__()
 
