@@ -79,6 +79,8 @@ class HttpServer:
         self.stats = HttpStats()
         self.on_busy = on_busy or (lambda: None)
         self.date = b""
+        # Clients such as Node's undici close an idle connection before this hint, not racing our close.
+        self.keep_alive = b"connection: keep-alive\r\nkeep-alive: timeout=%d\r\n\r\n" % int(limits_.keepalive_s)
         self.tick()
 
     def tick(self) -> None:
@@ -110,9 +112,11 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.phase = IDLE
         self.since = time.monotonic()  # start of the current phase
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes read while in HEAD
+        self.parsed_head = 0  # bytes of the current request's head, as parsed
         self.received = 0  # body bytes of the current request
         self.served = 0  # requests answered on this connection
+        self.strikes = 0  # ticks in a row this connection was over a time bound
         self.request: Request | None = None  # the one being read
         self.pending: deque[Request] = deque()
         self.running = False
@@ -149,13 +153,13 @@ class Connection(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, b"Invalid HTTP request received.", "bad_request")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            if self.head_bytes > limits.MAX_HEAD_BYTES:
+                self._fail(431, b"Request Header Fields Too Large", "head_too_large")
+            else:
+                self._fail(400, b"Invalid HTTP request received.", "bad_request")
             return
-        except httptools.HttpParserError:
-            self._fail(400, b"Invalid HTTP request received.", "bad_request")
-            return
-        if self.phase == HEAD and self.head_bytes > limits.MAX_HEAD_BYTES:
+        if self.phase == HEAD and self.head_bytes > limits.MAX_HEAD_BYTES:  # a head that never ends
             self._fail(431, b"Request Header Fields Too Large", "head_too_large")
 
     def pause_writing(self) -> None:
@@ -169,11 +173,13 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = Request()
+        self.parsed_head = 0
         if self.phase != HEAD:  # a pipelined request begins inside the previous chunk
             self.phase, self.since, self.head_bytes = HEAD, time.monotonic(), 0
 
     def on_url(self, url: bytes) -> None:
         self.request.url += url  # type: ignore[union-attr]
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.request
@@ -181,6 +187,14 @@ class Connection(asyncio.Protocol):
         if len(request.headers) >= limits.MAX_HEADERS:
             raise httptools.HttpParserError("too many headers")
         request.headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value) + 4)
+
+    def _count_head(self, size: int) -> None:
+        """The head's bytes as parsed (a whole head can come in one read, so data_received cannot tell)."""
+        self.parsed_head += size
+        if self.parsed_head > limits.MAX_HEAD_BYTES:
+            self.head_bytes = self.parsed_head
+            raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
         request = self.request
@@ -208,6 +222,8 @@ class Connection(asyncio.Protocol):
         if chunked:
             self._refuse(request, 411, limits.CHUNKED_REFUSED)
         elif length > lim.max_request_bytes:
+            # the body is read and dropped so the client sees the answer; an absurd one is not worth reading
+            request.keep_alive = request.keep_alive and length <= 2 * lim.max_request_bytes
             self._refuse(request, 413, limits.body_too_large(length, lim.max_request_bytes))
         elif length > 0:
             stats = self.server.stats
@@ -227,7 +243,8 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.received += len(body)
         if self.phase == DISCARD:
-            if self.received > self.server.limits.max_request_bytes:  # a chunked body we do not keep
+            chunked = not self.request.content_length  # type: ignore[union-attr]
+            if chunked and self.received > self.server.limits.max_request_bytes:  # no end announced: stop reading
                 self.close()
             return
         self.request.body.append(body)  # type: ignore[union-attr]
@@ -342,6 +359,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closing:
             return
+        keep_alive = keep_alive and self.server.limits.keepalive_s > 0
         parts = [b"HTTP/1.1 ", status, b"\r\n", self.server.date]
         has_length = False
         for name, value in headers:
@@ -350,7 +368,7 @@ class Connection(asyncio.Protocol):
                 has_length = True
         if not has_length:
             parts += (b"content-length: ", str(len(body)).encode("ascii"), b"\r\n")
-        parts.append(b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        parts.append(self.server.keep_alive if keep_alive else b"connection: close\r\n\r\n")
         if not head_only:
             parts.append(body)
         transport.write(b"".join(parts))
@@ -384,21 +402,34 @@ class Connection(asyncio.Protocol):
     # ---- time bounds -------------------------------------------------------------------------
 
     def check_time(self, now: float) -> None:
+        """Drop the connection once it is over its bound on two ticks in a row.
+
+        Between two ticks the loop has polled the socket, so a request that arrived while the loop
+        was busy (a model loading holds the GIL for a while) is read before it could be dropped.
+        """
+        over = self._over_time(now)
+        if over is None or not self.strikes:
+            self.strikes = 1 if over else 0
+            return
+        if over == "idle":
+            self.close()
+        else:
+            self._fail(408, b"Request Timeout", over)
+
+    def _over_time(self, now: float) -> str | None:
         if self.running or self.pending or self.closing:
-            return  # reading is paused while a request runs; its clock starts when it resumes
+            return None  # reading is paused while a request runs; its clock starts when it resumes
         lim = self.server.limits
         elapsed = now - self.since
         if self.phase == IDLE:
             # a fresh connection gets the header timeout for its first request; a kept-alive one the keep-alive
-            if elapsed > (lim.keepalive_s if self.served else lim.header_timeout_s):
-                self.close()
-        elif self.phase == HEAD:
-            if elapsed > lim.header_timeout_s:
-                self._fail(408, b"Request Timeout", "header_timeout")
-        elif self.phase in (BODY, DISCARD):
+            return "idle" if elapsed > (lim.keepalive_s if self.served else lim.header_timeout_s) else None
+        if self.phase == HEAD:
+            return "header_timeout" if elapsed > lim.header_timeout_s else None
+        if self.phase in (BODY, DISCARD):
             late = elapsed - lim.header_timeout_s
-            if late > 0 and self.received < lim.min_upload_bytes_per_s * late:
-                self._fail(408, b"Request Timeout", "slow_upload")
+            return "slow_upload" if late > 0 and self.received < lim.min_upload_bytes_per_s * late else None
+        return None
 
 
 def run_wsgi(app: WsgiApp, environ: dict[str, Any]) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:

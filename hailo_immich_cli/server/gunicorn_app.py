@@ -7,7 +7,9 @@ predicts park on the gate while /health still finds a thread, and /ping never ne
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any, Mapping
 
 from gunicorn.app.base import BaseApplication
@@ -26,6 +28,23 @@ def bind_address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when another process listens on host:port (gunicorn would retry 5 times, 13 log lines)."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(bare or None, port, family, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # an unresolvable host is gunicorn's to report
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(infos[0][4])
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 # Immich's IMMICH_LOG_LEVEL words that are not Python's.
@@ -80,8 +99,12 @@ class ServeApplication(BaseApplication):
 
     def load(self):
         """Runs in the worker process: open the session, start loading models, return the WSGI app."""
+        from hailo_immich_cli.server import memory
         from hailo_immich_cli.server.app import create_app
         from hailo_immich_cli.server.state import ServerState
+
+        if not memory.tune_allocator():
+            log.debug("allocator settings not applied (not glibc): memory after large requests is returned less promptly")
 
         self.state = ServerState(self.settings, env=self.env)
         self.state.start_loading()

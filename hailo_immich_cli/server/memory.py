@@ -1,0 +1,83 @@
+"""Give memory back after large requests, and say how much the process holds.
+
+A 9000x9000 image is a 243 MB RGB array plus the decoder's blocks and resized copies. glibc keeps
+freed memory in its arenas (one per request thread) and raises its mmap threshold after each
+large free, so after a burst the RSS stayed at the burst's peak. A fixed mmap threshold sends
+every large buffer to mmap (returned to the OS on free), and malloc_trim after a large request
+returns what the arenas kept. Without glibc (musl, macOS) both are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import resource
+import sys
+import threading
+
+log = logging.getLogger("hailo_immich.server")
+
+# mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Buffers at least this large are mmap'ed, so freeing one returns it at once. A fixed value also
+# stops glibc from raising the threshold (up to 32 MB) after each large free.
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+# Requests whose decoded image is at least this large trim the heap when they end.
+TRIM_AFTER_PIXELS = 4_000_000
+
+_libc: ctypes.CDLL | None = None
+_trim_lock = threading.Lock()
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            lib.malloc_trim  # noqa: B018  (only glibc has it)
+            lib.mallopt
+            _libc = lib
+        except (OSError, AttributeError):
+            _libc = None
+    return _libc
+
+
+def tune_allocator() -> bool:
+    """Large buffers via mmap with a fixed threshold; True if the allocator took the settings."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    ok = libc.mallopt(_M_TRIM_THRESHOLD, 4 * MMAP_THRESHOLD_BYTES) == 1 and ok
+    return ok
+
+
+def trim() -> None:
+    """Return freed heap memory to the OS (one trim at a time; concurrent callers skip)."""
+    libc = _glibc()
+    if libc is None or not _trim_lock.acquire(blocking=False):
+        return
+    try:
+        libc.malloc_trim(0)
+    finally:
+        _trim_lock.release()
+
+
+def rss_bytes() -> tuple[int, int]:
+    """(current, peak) resident set size of this process, in bytes."""
+    current = peak = 0
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    current = int(line.split()[1]) * 1024
+                elif line.startswith(b"VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if not peak:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return current or peak, peak
