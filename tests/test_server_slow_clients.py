@@ -175,3 +175,35 @@ def test_busy_port_is_one_line_and_exit_1(cpu_models, tmp_path):
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert done.returncode == 1
     assert lines == [f"error: port {port} is in use on 127.0.0.1 (choose another with --port or IMMICH_PORT)"]
+
+
+def _read_answer(s: socket.socket) -> bytes:
+    """One whole HTTP answer (head and Content-Length body) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_chunked_upload_is_411_and_expect_continue_is_honoured(server):
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        answer = _read_answer(s)
+        assert answer.startswith(b"HTTP/1.1 411 ") and answer.endswith(b'{"detail":"send a Content-Length (chunked uploads are not accepted)"}')
+        s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")  # the chunked body was read and dropped: the connection goes on
+        assert _read_answer(s).endswith(b"pong")
+    body, content_type = immich_form({}, image=jpeg(np.zeros((8, 8, 3), np.uint8)))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                  % (content_type.encode(), len(body)))
+        assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        answer = _read_answer(s)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"imageHeight":8,"imageWidth":8}')
