@@ -222,7 +222,7 @@ def _predict(state: ServerState) -> bytes:
         _log_request(status, tasks_label, models, elapsed, timings, error)
         error = None  # its traceback holds the decoded image
         if pixels >= memory.TRIM_AFTER_PIXELS and state.gate.running == 0:
-            memory.trim()  # the last large request of a burst gives the allocator's freed memory back
+            memory.trim_after_large_request()  # the last large request of a burst gives freed memory back
 
 
 def _infer(state: ServerState, plan: protocol.Plan, image: bytes | None, text: str | None, pixels: int, timings: dict[str, float]) -> Outcome:

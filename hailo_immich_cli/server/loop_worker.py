@@ -15,6 +15,7 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
+from hailo_immich_cli.server import memory
 from hailo_immich_cli.server.connection import Connection, HttpServer
 from hailo_immich_cli.server.limits import ConnectionLimits
 
@@ -27,7 +28,7 @@ class ServeWorker(Worker):
     http: HttpServer | None = None
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve(loop))
@@ -61,6 +62,7 @@ class ServeWorker(Worker):
                 self.log.info("parent changed, shutting down: %s", self)
                 break
             http.tick()
+            memory.maybe_trim()
             await asyncio.sleep(TICK_S)
         for server in servers:
             server.close()
@@ -74,6 +76,15 @@ class ServeWorker(Worker):
             conn.close()
         await asyncio.sleep(0)
         http.shutdown()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed: the loop's share of a request costs half of asyncio's (96 vs 160-190 us CPU)."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform: the standard loop works the same, a little slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _counter(state: Any):

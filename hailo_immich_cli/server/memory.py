@@ -15,12 +15,20 @@ import logging
 import resource
 import sys
 import threading
+import time
 
 log = logging.getLogger("hailo_immich.server")
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Arenas glibc may create for the request threads (default 8 per core): each keeps its own freed
+# memory, which a trim returns only in part.
+ARENA_MAX = 2
+# After the last large request, trim again this much later: buffers the request threads free
+# while answering are returned too.
+TRIM_AGAIN_AFTER_S = 1.0
 # Buffers at least this large are mmap'ed, so freeing one returns it at once. A fixed value also
 # stops glibc from raising the threshold (up to 32 MB) after each large free.
 MMAP_THRESHOLD_BYTES = 1024 * 1024
@@ -29,6 +37,7 @@ TRIM_AFTER_PIXELS = 4_000_000
 
 _libc: ctypes.CDLL | None = None
 _trim_lock = threading.Lock()
+_trim_due: float | None = None
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -51,7 +60,23 @@ def tune_allocator() -> bool:
         return False
     ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     ok = libc.mallopt(_M_TRIM_THRESHOLD, 4 * MMAP_THRESHOLD_BYTES) == 1 and ok
+    ok = libc.mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and ok
     return ok
+
+
+def trim_after_large_request() -> None:
+    """Trim now, and once more a moment later (see maybe_trim)."""
+    global _trim_due
+    _trim_due = time.monotonic() + TRIM_AGAIN_AFTER_S
+    trim()
+
+
+def maybe_trim() -> None:
+    """Called periodically (the HTTP loop's tick): the delayed second trim, in a thread of its own."""
+    global _trim_due
+    if _trim_due is not None and time.monotonic() >= _trim_due:
+        _trim_due = None
+        threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
 
 
 def trim() -> None:
