@@ -1,10 +1,12 @@
 """Give memory back after large requests, and say how much the process holds.
 
 A 9000x9000 image is a 243 MB RGB array plus the decoder's blocks and resized copies. glibc keeps
-freed memory in its arenas (one per request thread) and raises its mmap threshold after each
-large free, so after a burst the RSS stayed at the burst's peak. A fixed mmap threshold sends
-every large buffer to mmap (returned to the OS on free), and malloc_trim after a large request
-returns what the arenas kept. Without glibc (musl, macOS) both are no-ops.
+freed memory in its arenas (by default up to 8 per core, for the request threads), so after a
+burst the RSS stayed at the burst's level. At most ARENA_MAX arenas, and malloc_trim after the
+last large request of a burst (and once more a second later), return it. A fixed, low mmap
+threshold would return large buffers at once too, but made every decode and inference fault its
+pages in again: CLIP visual and face requests ran at 0.6x. Without glibc (musl, macOS) these are
+no-ops.
 """
 
 from __future__ import annotations
@@ -19,19 +21,13 @@ import time
 
 log = logging.getLogger("hailo_immich.server")
 
-# mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+# mallopt parameter (malloc.h)
 _M_ARENA_MAX = -8
-# Arenas glibc may create for the request threads (default 8 per core): each keeps its own freed
-# memory, which a trim returns only in part.
+# Arenas glibc may create for the request threads (default 8 per core): each keeps its own freed memory.
 ARENA_MAX = 2
 # After the last large request, trim again this much later: buffers the request threads free
 # while answering are returned too.
 TRIM_AGAIN_AFTER_S = 1.0
-# Buffers at least this large are mmap'ed, so freeing one returns it at once. A fixed value also
-# stops glibc from raising the threshold (up to 32 MB) after each large free.
-MMAP_THRESHOLD_BYTES = 1024 * 1024
 # Requests whose decoded image is at least this large trim the heap when they end.
 TRIM_AFTER_PIXELS = 4_000_000
 
@@ -54,14 +50,11 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_allocator() -> bool:
-    """Large buffers via mmap with a fixed threshold; True if the allocator took the settings."""
+    """At most ARENA_MAX malloc arenas; True if the allocator took the setting."""
     libc = _glibc()
     if libc is None:
         return False
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-    ok = libc.mallopt(_M_TRIM_THRESHOLD, 4 * MMAP_THRESHOLD_BYTES) == 1 and ok
-    ok = libc.mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and ok
-    return ok
+    return libc.mallopt(_M_ARENA_MAX, ARENA_MAX) == 1
 
 
 def trim_after_large_request() -> None:
