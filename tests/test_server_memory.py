@@ -17,7 +17,8 @@ from hailo_immich_cli.errors import ImageTooLargeError
 from hailo_immich_cli.imaging import decode_image
 from hailo_immich_cli.server.metrics import Metrics
 from hailo_immich_cli.server.state import Gate
-from tests.helpers.immich_server import immich_form, png, start_server, stop_server
+from hailo_immich_cli.testkit.requests import immich_form, png
+from tests.helpers.immich_server import start_server, stop_server
 
 PILLOW_WARNING_PIXELS = 89_478_485  # Pillow's own bound, which must never be the one that fires
 MAX_PIXELS = 95_000_000

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.helpers.immich_server import free_port, immich_form, jpeg, start_server, stop_server
+from hailo_immich_cli.testkit.requests import immich_form, jpeg
+from tests.helpers.immich_server import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
