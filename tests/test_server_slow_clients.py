@@ -208,3 +208,33 @@ def test_chunked_upload_is_411_and_expect_continue_is_honoured(server):
         s.sendall(body)
         answer = _read_answer(s)
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"imageHeight":8,"imageWidth":8}')
+
+
+def test_sigterm_lets_the_running_predict_answer_then_exits(cpu_models, tmp_path):
+    import signal
+    import threading
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from hailo_immich_cli.testkit.requests import png
+
+    img = Image.new("RGB", (6000, 6000), "white")
+    ImageDraw.Draw(img).text((100, 100), "HELLO", fill="black", font=ImageFont.load_default(size=400))
+    body, content_type = immich_form(OCR, png(np.asarray(img)))
+    srv = start_server(tmp_path, {"HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir)})
+    answer: list[requests.Response] = []
+    try:
+        post = threading.Thread(target=lambda: answer.append(
+            requests.post(srv.url + "/predict", data=body, headers={"content-type": content_type}, timeout=120)))
+        post.start()
+        deadline = time.monotonic() + 30
+        while not srv.get("/health").json()["server"]["in_flight"]:  # the predict is running
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        srv.process.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
+        post.join(120)
+        assert srv.process.wait(60) == 0
+    finally:
+        stop_server(srv)
+    assert answer and answer[0].status_code == 200 and answer[0].json()["ocr"]["text"] == ["HELLO"]
+    assert "models released" in srv.log()
