@@ -43,10 +43,12 @@ class Gate:
         self.slots = max(1, slots)
         self.max_queue = max(0, max_queue)
         self.max_pixels = max_pixels if max_pixels is not None else 1 << 62
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._running = 0
         self._pixels = 0
-        self._waiters: deque[object] = deque()
+        # one condition per waiter, all on the gate's lock: only the head of the queue can be
+        # admitted, so only it is woken (waking every waiter on each release cost GIL hand-offs)
+        self._waiters: deque[threading.Condition] = deque()
         self._metrics = metrics
         self._timeout = wait_timeout
 
@@ -65,7 +67,7 @@ class Gate:
     def slot(self, pixels: int = 0) -> Iterator[float]:
         """Hold one inference slot and `pixels` of the budget; yields the seconds spent waiting."""
         start = time.perf_counter()
-        with self._cond:
+        with self._lock:
             if self._waiters or not self._fits(pixels):
                 self._wait(pixels)
             self._running += 1
@@ -75,17 +77,21 @@ class Gate:
             yield time.perf_counter() - start
         finally:
             self._metrics.adjust(in_flight=-1)
-            with self._cond:
+            with self._lock:
                 self._running -= 1
                 self._pixels -= pixels
-                self._cond.notify_all()
+                self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0].notify()
 
     def _wait(self, pixels: int) -> None:
         """Queue behind earlier waiters (lock held); BusyError when the queue is full or time runs out."""
         if len(self._waiters) >= self.max_queue:
             self._metrics.adjust(rejected=1)
             raise BusyError(f"{self._running} requests running and {len(self._waiters)} waiting")
-        me = object()
+        me = threading.Condition(self._lock)
         self._waiters.append(me)
         self._metrics.adjust(queue=1)
         deadline = time.monotonic() + self._timeout
@@ -94,11 +100,11 @@ class Gate:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise BusyError(f"no inference slot within {self._timeout:.0f} s")
-                self._cond.wait(left)
+                me.wait(left)
         finally:
             self._waiters.remove(me)
             self._metrics.adjust(queue=-1)
-            self._cond.notify_all()  # the next waiter may fit now
+            self._wake_head()  # the next waiter may fit now
 
 
 @dataclass
