@@ -116,6 +116,9 @@ class CpuBackend(Backend):
         # Idle intra-op threads sleep instead of spinning: a request's pre/post-processing and the
         # other requests get the cores (spinning burnt ~20 ms of CPU per image request on 2 cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's arena keeps the largest tensors it ever held (in doubling chunks) for the process's
+        # life; off, as in Immich's CPU image, memory after a large request is given back.
+        opts.enable_cpu_mem_arena = self.settings.model_arena
         return opts
 
     def load(self, recipe: Recipe, files: ModelFiles) -> LoadedModel:
