@@ -50,7 +50,7 @@ TENSOR = {
     "role": _k("str", *TENSOR_ROLES),
     "index": _k("int"),   # faces/detect.py: output by position when export names carry no meaning
     "stride": _k("int"),  # faces/detect.py: SCRFD output's feature stride
-    # What the emulated HEF of this tensor looks like (tests/helpers/hailo.py builds HEFs from
+    # What the emulated HEF of this tensor looks like (testkit/hailo_emulation.py builds HEFs from
     # recipes for the hailo_platform test double); ignored by the product.
     "hef_dtype": _k("str", "uint8", "uint16"),
     "qp_scale": _k("float"),

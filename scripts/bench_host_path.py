@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Host CPU per image request, exact vs fast host path, and how far the fast answers are from the exact ones.
 
-1. EMULATED Hailo (tests/fakes/hailo_platform, HEFs written to match the shipped recipes) with a
+1. EMULATED Hailo (hailo_immich_cli/testkit/hailo_double, HEFs written to match the shipped recipes) with a
    device that takes no time: twins return fixed outputs, five faces planted in SCRFD's maps. What
    is left is the host's work per request: decode, resize, the model input, post-processing, the
    aligned crops and the JSON answer. Targets for one 1440x1920 q80 preview on the fast path:
@@ -10,8 +10,8 @@
    both paths, and the fast path's agreement with the exact one on real photos (CLIP cosine, face
    box IoU, OCR text).
 
-Part 1 needs a checkout: the hailo_platform test double and its HEF writer live in tests/ (they are
-test code, not shipped). Both use `hailo-immich bench`'s host-path measurement (hailo_immich_cli/bench/host_paths.py). Everything
+Part 1 runs on the hailo_platform test double and HEF writer of hailo_immich_cli/testkit/ (put on
+sys.path only here, never in place of a real hailo_platform). Both use `hailo-immich bench`'s host-path measurement (hailo_immich_cli/bench/host_paths.py). Everything
 from part 1 is EMULATED: it measures this host's CPU, never the NPU.
 
     python scripts/bench_host_path.py [--image preview.jpg] [--cache /path/to/immich/cache] [--count 40] [--json]
@@ -68,8 +68,8 @@ def run_bench(settings, book, task_recipes: dict, data: bytes, count: int) -> di
 
 def emulated(data: bytes, count: int) -> dict:
     from hailo_immich_cli.testkit.face_models import PlantedFace
-    from tests.helpers.faces import scrfd_hailo_twin
-    from tests.helpers.hailo import emulator, install_double, make_hailo_session, uninstall_double
+    from hailo_immich_cli.testkit.face_models import scrfd_hailo_twin
+    from hailo_immich_cli.testkit.hailo_emulation import emulator, install_double, make_hailo_session, uninstall_double
 
     install_double()
     try:

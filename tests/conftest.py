@@ -14,7 +14,7 @@ from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.photos import sample_photos
-from tests.helpers.hailo import install_double, uninstall_double
+from hailo_immich_cli.testkit.hailo_emulation import install_double, uninstall_double
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

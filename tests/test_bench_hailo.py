@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import tests.helpers.hailo as helpers
+import hailo_immich_cli.testkit.hailo_emulation as helpers
 from hailo_immich_cli.bench.local import BUSY_HINT, Bench, BenchOptions
 from hailo_immich_cli.errors import DeviceError
 from hailo_immich_cli.recipes import RecipeBook, load_recipe_file
@@ -110,7 +110,7 @@ def test_emulated_faces_recogniser_batch_sweep(hailo_double, tmp_path):
 
     from hailo_immich_cli.bench.local import ImageSet
     from hailo_immich_cli.testkit.face_models import PlantedFace
-    from tests.helpers.faces import scrfd_hailo_twin
+    from hailo_immich_cli.testkit.face_models import scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")

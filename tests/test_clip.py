@@ -252,7 +252,7 @@ def test_hailo_siglip_feed_shape_and_uint16(recipe_book):
 def hailo_session(hailo_double, tmp_path, clip_assets):
     """The TinyCLIP text and SigLIP image HEF recipes on the emulated Hailo, with twins that record
     what the chip sees (dequantised inputs) and answer with a known function of it."""
-    from tests.helpers.hailo import make_hailo_session
+    from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
     rng = np.random.default_rng(0)
     weights = {"token_embedding": rng.standard_normal((49408, 512)).astype(np.float32),
@@ -307,7 +307,7 @@ def test_hailo_visual_recipe_feeds_raw_pixels_emulated(hailo_session, photos):
 
 
 def test_hailo_text_weights_missing_names_extract_weights(hailo_double, tmp_path):
-    from tests.helpers.hailo import make_hailo_session
+    from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
     with make_hailo_session(["clip-vit-b32-textual-hailo"], None, tmp_path) as s, pytest.raises(ModelMissingError, match="extract-weights"):
         clip.encode_texts(s, ["x"], model="clip-vit-b32-textual-hailo")

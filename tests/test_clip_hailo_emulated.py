@@ -31,7 +31,7 @@ from tests.helpers.clip_emulated import (
     train_tiny_spiece,
     unit,
 )
-from tests.helpers.hailo import _layer_name, make_hailo_session
+from hailo_immich_cli.testkit.hailo_emulation import _layer_name, make_hailo_session
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK = RecipeBook.load()

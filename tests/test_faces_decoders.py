@@ -14,7 +14,8 @@ import pytest
 from hailo_immich_cli.faces.decoders import Detections, centerface_decode, nms, scrfd_anchor_centers, scrfd_decode_level, sort_and_suppress
 from hailo_immich_cli.faces.detect import Letterbox, decode_scrfd_outputs
 from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, as_insightface_flat, encode_scrfd
-from tests.helpers.faces import as_hailo_nhwc, reference_centerface_decode, reference_nms, reference_scrfd_decode
+from hailo_immich_cli.testkit.face_models import as_hailo_nhwc
+from tests.helpers.faces import reference_centerface_decode, reference_nms, reference_scrfd_decode
 
 
 def planted_faces(rng: np.random.Generator) -> list[PlantedFace]:

@@ -18,8 +18,9 @@ import pytest
 from hailo_immich_cli.faces.pipeline import analyze_faces, choose_detector, choose_recognizer
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, blob_image, encode_scrfd
-from tests.helpers.faces import ARCFACE_TEMPLATE, as_hailo_nhwc
-from tests.helpers.hailo import make_hailo_session
+from hailo_immich_cli.testkit.face_models import as_hailo_nhwc
+from tests.helpers.faces import ARCFACE_TEMPLATE
+from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
 PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "antelopev2")
 

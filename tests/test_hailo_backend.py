@@ -23,7 +23,7 @@ from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import RecipeBook, parse_recipe
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.hailo import make_hailo_session, uninstall_double
+from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session, uninstall_double
 
 EMB_IN, EMB_OUT = "emb/input_layer1", "emb/fc1"
 PROJECTION = np.random.default_rng(7).normal(size=(3, 8)).astype(np.float32)
@@ -347,7 +347,7 @@ def test_per_feature_output_scales_are_applied(hailo_double, tmp_path: Path) -> 
     """FLOAT32 outputs let HailoRT dequantise per feature; the double does the same, so a backend
     reading the (zeroed) scalar quant_info would give zeros here."""
     from hailo_platform import _emulator
-    from tests.helpers.hef_builder import Layer, build_hef
+    from hailo_immich_cli.testkit.hef_builder import Layer, build_hef
 
     r = recipe(tmp_path, "pf-hailo", outputs=[{"name": EMB_OUT, "shape": [8]}])
     scales = [0.01 * (i + 1) for i in range(8)]

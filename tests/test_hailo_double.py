@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.hef_builder import Layer, build_hef
+from hailo_immich_cli.testkit.hef_builder import Layer, build_hef
 
 
 def _hef(tmp_path: Path, arch: str = "HAILO8P") -> str:

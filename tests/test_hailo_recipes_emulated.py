@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.recipes import RecipeBook
-from tests.helpers.hailo import make_hailo_session
+from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
 HAILO_RECIPES = [r.id for r in RecipeBook.load() if r.backend == "hailo"]
 
@@ -44,7 +44,7 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id
     comes back where it was planted; its embedding is what the recogniser HEF output for the crop
     the chip saw (raw, dequantised by HailoRT), on backend hailo. EMULATED."""
     from hailo_immich_cli.faces.pipeline import analyze_faces
-    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
+    from hailo_immich_cli.testkit.face_models import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get(det_id), book.get(rec_id)

@@ -336,8 +336,8 @@ def test_cli_fetch_models_from_a_cache_imports_every_model(cache, tmp_path, phot
 def test_hailo_detection_with_the_cache_recogniser_on_cpu(hailo_double, tmp_path, cache):
     """EMULATED Hailo (test double). Existing Immich face clusters stay valid because the
     embeddings come from buffalo_l's own recogniser file; both backends are named in the result."""
-    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
-    from tests.helpers.hailo import make_hailo_session
+    from hailo_immich_cli.testkit.face_models import planted_hailo_face, scrfd_hailo_twin
+    from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
     book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
     det = book.get("scrfd-10g-hailo8")
@@ -369,7 +369,7 @@ def test_external_weight_file_beside_the_model_is_found(cache):
 def test_clip_on_hailo_faces_from_the_cache_on_cpu(hailo_double, tmp_path, cache, photos):
     """EMULATED Hailo (test double): CLIP pinned to the Hailo, faces and OCR pinned to the CPU with the
     cache's models; a CLIP model only the CPU can reproduce runs there and says so."""
-    from tests.helpers.hailo import make_hailo_session
+    from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
     book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
     from hailo_immich_cli.ocr.pipeline import read_text

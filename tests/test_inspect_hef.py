@@ -11,8 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hailo_immich_cli.cli import app
-from tests.helpers.hailo import FAKES
-from tests.helpers.hef_builder import Layer, build_hef
+from hailo_immich_cli.testkit.hailo_emulation import DOUBLE_DIR
+from hailo_immich_cli.testkit.hef_builder import Layer, build_hef
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,6 @@ def test_hailort_cross_check_agrees_on_real_and_built_hefs(hailo_double, tmp_pat
 
 
 def test_subprocess_with_the_double_on_pythonpath(hef_fixtures: Path) -> None:
-    proc = _cli("--hailort", str(hef_fixtures / "fast_depth.hef"), env={"PYTHONPATH": f"{REPO}{os.pathsep}{FAKES}"})
+    proc = _cli("--hailort", str(hef_fixtures / "fast_depth.hef"), env={"PYTHONPATH": f"{REPO}{os.pathsep}{DOUBLE_DIR}"})
     assert proc.returncode == 0, proc.stderr
     assert "HailoRT 4.23.0 agrees" in proc.stdout

@@ -24,7 +24,7 @@ from hailo_immich_cli.fetch import Fetcher
 from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
-from tests.helpers.hailo import (
+from hailo_immich_cli.testkit.hailo_emulation import (
     REPO_MODELS,
     _layer_name,
     make_hailo_session,

@@ -67,7 +67,7 @@ def test_read_text_drives_the_hailo_layout_end_to_end(hailo_double, cpu_models, 
     crops, splitting and the mapping back to original pixels, not the chip."""
     from hailo_immich_cli.ocr.ctc import load_charset
     from hailo_immich_cli.recipes import RecipeBook
-    from tests.helpers.hailo import _layer_name, make_hailo_session
+    from hailo_immich_cli.testkit.hailo_emulation import _layer_name, make_hailo_session
 
     book = RecipeBook.load()
     det, rec = book.get("paddle-ocr-v5-mobile-det-hailo8"), book.get("paddle-ocr-v5-mobile-rec-hailo8")
@@ -127,7 +127,7 @@ def test_shipped_hailo_recipes_read_text_on_the_emulated_device(hailo_double, cp
     import onnxruntime as ort
 
     from hailo_immich_cli.recipes import RecipeBook
-    from tests.helpers.hailo import _layer_name, make_hailo_session
+    from hailo_immich_cli.testkit.hailo_emulation import _layer_name, make_hailo_session
 
     book = RecipeBook.load()
     det, rec = book.get("paddle-ocr-v5-mobile-det-hailo8"), book.get("paddle-ocr-v5-mobile-rec-hailo8")

@@ -235,7 +235,7 @@ def test_every_shipped_recipe_passes_the_key_schema():
 
 
 def test_emulation_keys_of_a_tensor_entry_are_checked(tmp_path):
-    """hef_dtype / qp_scale / qp_zp describe the emulated HEF (tests/helpers/hailo.py); typos still fail."""
+    """hef_dtype / qp_scale / qp_zp describe the emulated HEF (hailo_immich_cli/testkit/hailo_emulation.py); typos still fail."""
     base = MINIMAL + '[[outputs]]\nname = "y"\n'
     assert load_recipe_file(write(tmp_path, base + 'hef_dtype = "uint16"\nqp_scale = 0.02\nqp_zp = 30\n')).outputs[0].extra["qp_zp"] == 30
     error = refused(write(tmp_path, base + "qp_scal = 0.02\n"))

@@ -19,7 +19,7 @@ import requests
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.server.app import create_app
 from hailo_immich_cli.server.state import ServerState
-from tests.helpers.hailo import make_hailo_session
+from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 from hailo_immich_cli.testkit.requests import immich_form, jpeg
 
 FACES = {"facial-recognition": {"detection": {"modelName": "buffalo_l", "options": {"minScore": 0.5}},
@@ -36,7 +36,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _planted_session(tmp_path):
-    from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
+    from hailo_immich_cli.testkit.face_models import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")

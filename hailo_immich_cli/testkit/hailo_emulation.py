@@ -17,16 +17,18 @@ import numpy as np
 from hailo_immich_cli.recipes import Recipe, RecipeBook, TensorSpec
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.hef_builder import Layer, build_hef
+from hailo_immich_cli.testkit.hef_builder import Layer, build_hef
 
-FAKES = Path(__file__).resolve().parent.parent / "fakes"
-REPO_MODELS = Path(__file__).resolve().parent.parent.parent / "models"
+# The double's parent directory: put on sys.path only by install_double, so it never shadows a real
+# hailo_platform by accident (install_double refuses to run when a real one is already imported).
+DOUBLE_DIR = Path(__file__).resolve().parent / "hailo_double"
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"  # a checkout's fetched models, if any
 
 
 def install_double():
     """Make `import hailo_platform` find the double; returns its emulator (reset to one Hailo-8)."""
-    if str(FAKES) not in sys.path:
-        sys.path.insert(0, str(FAKES))
+    if str(DOUBLE_DIR) not in sys.path:
+        sys.path.insert(0, str(DOUBLE_DIR))
     import hailo_platform
     from hailo_platform import _emulator
 
@@ -36,8 +38,8 @@ def install_double():
 
 
 def uninstall_double() -> None:
-    while str(FAKES) in sys.path:
-        sys.path.remove(str(FAKES))
+    while str(DOUBLE_DIR) in sys.path:
+        sys.path.remove(str(DOUBLE_DIR))
     for name in [m for m in sys.modules if m == "hailo_platform" or m.startswith("hailo_platform.")]:
         del sys.modules[name]
 

@@ -1,1 +1,0 @@
-"""Test doubles (the hailo_platform double lives here)."""
