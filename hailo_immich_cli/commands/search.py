@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         ocr: Optional[str] = typer.Option(None, "--ocr", help="Words written in the photo (full-text search)"),
         like: Optional[Path] = typer.Option(None, "--like", help="Photos that look like this image"),
         face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
-        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
+        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results (at least 1)"),
         model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
         as_json: bool = typer.Option(False, "--json", help="JSON array on stdout"),
         paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
