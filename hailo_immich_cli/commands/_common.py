@@ -81,6 +81,15 @@ def check_paths_exist(paths: Iterable[Path]) -> None:
         raise BadInputError(f"{', '.join(missing)}: no such file or folder")
 
 
+def check_arguments(paths: Iterable[Path] | None, db: Path | None = None) -> None:
+    """Input paths exist and a --db can be created: checked before any model loads or file is written."""
+    check_paths_exist(paths or ())
+    if db is not None:
+        from hailo_immich_cli.batch.store import check_db_path
+
+        check_db_path(db)
+
+
 def fail(message: str, code: int = 1) -> "typer.Exit":
     stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
