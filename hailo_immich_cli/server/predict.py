@@ -97,6 +97,13 @@ def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: O
     rec = plan.get("ocr", "recognition")
     assert det is not None and rec is not None and rgb is not None
     min_rec = rec.options.get("minScore")
+    requested = det.options.get("maxResolution")
+    if requested is None:
+        requested = int(session.recipes.get(det.recipe_id).preprocess.get("max_resolution", 736))
+    height, width = rgb.shape[:2]
+    max_resolution, lowered = protocol.bounded_ocr_resolution(requested, width, height, session.settings.ocr_max_resolution)
+    if lowered:
+        outcome.notes.append(lowered)
     if min_rec is None:
         min_rec = float(session.recipes.get(rec.recipe_id).postprocess.get("min_score", protocol.IMMICH_DEFAULT_OCR_MIN_REC_SCORE))
     # The pipeline keeps every recognised line (threshold -1); the protocol filters with strict >,
@@ -107,7 +114,7 @@ def _ocr(session: SessionManager, plan: Plan, rgb: np.ndarray | None, outcome: O
         detector=det.recipe_id,
         recognizer=rec.recipe_id,
         min_det_score=det.options.get("minScore"),
-        max_resolution=det.options.get("maxResolution"),
+        max_resolution=max_resolution,
         min_rec_score=-1.0,
     )
     outcome.backends[result.detector.recipe_id] = result.detector.backend

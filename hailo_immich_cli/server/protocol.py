@@ -25,6 +25,8 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 
 # Values Immich's server sends by default (server/src/config.ts); used only when a request omits them.
 IMMICH_DEFAULT_OCR_MIN_REC_SCORE = 0.8
+# The smallest OCR detection resolution a request may ask for (one 32-pixel detector cell).
+MIN_OCR_RESOLUTION = 32
 
 # Task -> the Python enum names the official service prints in its dependency error.
 _TASK_ENUM = {"facial-recognition": "FACIAL_RECOGNITION", "ocr": "OCR"}
@@ -196,10 +198,29 @@ def _check_options(task: str, type_: str, options: Mapping[str, Any]) -> dict[st
     if task == "ocr" and type_ == "detection":
         resolution = _number(task, type_, options, "maxResolution")
         if resolution is not None:
-            if resolution < 1:
-                raise ProtocolError.detail(422, "Invalid request format: ocr.detection.options.maxResolution must be >= 1")
+            if resolution < MIN_OCR_RESOLUTION:  # the detector's smallest input; Immich's service fails below ~16
+                raise ProtocolError.detail(
+                    422, f"Invalid request format: ocr.detection.options.maxResolution must be at least {MIN_OCR_RESOLUTION}"
+                )
             checked["maxResolution"] = int(resolution)
     return checked
+
+
+def bounded_ocr_resolution(requested: int, width: int, height: int, limit: int) -> tuple[int, str | None]:
+    """The maxResolution OCR detection may run at, and a note for the request log when it was lowered.
+
+    The detector's work and memory grow with its input (about 180 bytes per pixel on the CPU), so
+    its input is held to `limit`^2 pixels: a maxResolution above `limit`, or a long thin image whose
+    shorter side fits but whose area does not, is scaled down further. Below the bound the answer is
+    the official service's (it never upscales: maxResolution >= the shorter side means full size).
+    """
+    short = min(width, height)
+    scale = min(1.0, requested / short) if short else 1.0
+    budget = limit / math.sqrt(max(1, width * height))
+    if scale <= budget:
+        return requested, None
+    bounded = max(MIN_OCR_RESOLUTION, int(short * budget))
+    return bounded, f"maxResolution={requested}->{bounded}(HAILO_IMMICH_OCR_MAX_RESOLUTION={limit})"
 
 
 def check_inputs(plan: Plan, has_image: bool, has_text: bool) -> None:
