@@ -1,0 +1,125 @@
+"""Ctrl-C and SIGTERM on the real CLI in a subprocess: exit 130/143, one line, a database a re-run completes.
+
+Before, Ctrl-C in `index`'s first seconds printed a traceback (during imports) or died with SIGABRT
+("terminate called without an active exception": ONNX Runtime threads still running while the
+interpreter tore down).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.batch import make_library, model_env, processed_count, rows
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = "faces,ocr"
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@pytest.fixture(scope="module")
+def env(cpu_models, tmp_path_factory) -> dict[str, str]:
+    return {**model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir)), "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def library(photos, tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("library")
+    return root, make_library(root, photos, count=60, max_side=320)
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "hailo_immich_cli", *args], cwd=REPO, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen, signum: int) -> tuple[int, str]:
+    """Send the signal, wait (bounded) and return (exit status, stderr)."""
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the command did not stop within 60 s of the signal")
+    return proc.returncode, err
+
+
+def assert_clean_stop(code: int, err: str, signum: int) -> None:
+    assert code == EXIT[signum], f"exit {code}\n{err}"
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted", err
+
+
+def assert_usable(db: Path) -> None:
+    if db.exists():
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+
+
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_index_stops_cleanly_at_any_point_and_a_rerun_completes(env, library, tmp_path, signum):
+    root, manifest = library
+    db = tmp_path / "index.db"
+    args = ["index", str(root), "--db", str(db), "--tasks", TASKS, "--no-progress"]
+    # Start-up (imports), model loading, and mid-run with results committed.
+    for delay in (0.3, 0.8, 1.5, 3.0):
+        proc = start(args, env)
+        time.sleep(delay)
+        assert_clean_stop(*stop(proc, signum), signum)
+        assert_usable(db)
+    proc = start(args, env)
+    wait_for(lambda: processed_count(db) > 0 or proc.poll() is not None, 120)
+    assert proc.poll() is None, "the run ended before it could be interrupted mid-run"
+    assert_clean_stop(*stop(proc, signum), signum)
+    assert_usable(db)
+    assert rows(db, "SELECT status FROM runs ORDER BY id DESC LIMIT 1") == [("interrupted",)]
+    interrupted_at = processed_count(db)
+
+    done = start(args, env)
+    out, err = done.communicate(timeout=600)
+    assert done.returncode == 1, err  # the corrupt file of the library fails: said, and the exit status says so
+    assert manifest["corrupt"][0] in err
+    expected = manifest["images"] + list(manifest["signs"].values())
+    status = dict(rows(db, "SELECT path, status FROM files"))
+    assert all(status[p] == "ok" for p in expected)
+    n_contents = rows(db, "SELECT count(DISTINCT hash) FROM files WHERE status = 'ok'")[0][0]
+    assert processed_count(db) == 2 * n_contents > interrupted_at
+    assert rows(db, "SELECT status FROM runs ORDER BY id DESC LIMIT 1") == [("completed",)]
+
+
+@pytest.mark.parametrize("command", ["detect", "embed", "ocr"])
+def test_per_image_commands_stop_cleanly_mid_run(env, library, tmp_path, command):
+    root, _ = library
+    db = tmp_path / f"{command}.db"
+    proc = start([command, str(root), "--db", str(db), "--jsonl"], env)
+    wait_for(lambda: processed_count(db) > 0 or proc.poll() is not None, 120)
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    assert_clean_stop(*stop(proc, signal.SIGINT), signal.SIGINT)
+    assert_usable(db)
+
+
+def test_bench_stops_cleanly_while_threads_run_the_models(env, tmp_path):
+    proc = start(["bench", "--task", "ocr", "--threads", "2", "--duration", "30", "--mode", "e2e"], env)
+    time.sleep(6)
+    assert proc.poll() is None
+    assert_clean_stop(*stop(proc, signal.SIGTERM), signal.SIGTERM)
