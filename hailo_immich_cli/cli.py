@@ -79,3 +79,5 @@ def main() -> None:
         if signum is not None:  # Typer turns an interrupt during argument parsing into exit 130, even for SIGTERM
             _signals.exit_now(_signals.Interrupted(signum))
         raise
+    finally:
+        _signals.finishing()

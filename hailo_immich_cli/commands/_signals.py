@@ -45,6 +45,18 @@ def install() -> None:
     signal.signal(signal.SIGTERM, _handler)
 
 
+def finishing() -> None:
+    """The command is done: a signal from now on ends the process at once (nothing is left to save)."""
+
+    def late(signum: int, frame: FrameType | None) -> None:
+        _write_stderr("interrupted\n")
+        os._exit(EXIT_CODES.get(signum, 130))
+
+    if signal.getsignal(signal.SIGINT) is _handler:
+        signal.signal(signal.SIGINT, late)
+    signal.signal(signal.SIGTERM, late)
+
+
 def received() -> int | None:
     """The first signal that asked this process to stop, if any."""
     return _received[0] if _received else None
