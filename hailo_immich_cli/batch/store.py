@@ -140,8 +140,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _migrate_1}
 
 
-_DAMAGE_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
-_DAMAGE_WORDS = ("malformed", "not a database", "corrupt")
+# A file that is not SQLite at all (SQLITE_NOTADB) is "not an index database", not a damaged one.
+_DAMAGE_CODES = {"SQLITE_CORRUPT"}
+_DAMAGE_WORDS = ("malformed", "corrupt")
 
 
 def is_damage(exc: BaseException) -> bool:
