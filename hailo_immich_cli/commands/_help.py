@@ -24,7 +24,7 @@ def _metavar(label: str | None) -> str:
     return _METAVARS.get(inner.lower(), inner.upper() or "VALUE")
 
 
-def _no_range(*_: Any, **__: Any) -> None:
+def _nothing(*_: Any, **__: Any) -> None:
     return None
 
 
@@ -38,23 +38,27 @@ def _plain(param: Any) -> None:
     if isinstance(param, TyperArgument):
         name = param.metavar or param.name.upper()
         param.metavar = name if param.nargs == 1 or name.endswith("...") else f"{name}..."
-        param.display_type_rich = _no_range
+        param.display_type_rich = _nothing
     elif isinstance(param, TyperOption):
         if param.is_flag or param.count:
-            param.display_type_rich = _no_range
+            param.display_type_rich = _nothing
         elif param.metavar is None:
             param.metavar = _metavar(param.display_type_rich(None))
-        param._get_number_range_help_str = _no_range
+        param._get_number_range_help_str = _nothing
 
 
-class PlainHelpCommand(TyperCommand):
-    """A Typer command whose help shows Click-style metavars (see the module docstring)."""
+class _PlainParams:
+    """Mixin: every parameter a command or group lists gets Click-style labels."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
+        params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             _plain(param)
         return params
+
+
+class PlainHelpCommand(_PlainParams, TyperCommand):
+    """A Typer command whose help shows Click-style metavars (see the module docstring)."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -64,14 +68,8 @@ class PlainHelpCommand(TyperCommand):
         return pieces
 
 
-class PlainHelpGroup(TyperGroup):
-    """The top-level group with the same labels as its commands."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:
-            _plain(param)
-        return params
+class PlainHelpGroup(_PlainParams, TyperGroup):
+    """The top-level group, labelled like its commands."""
 
 
 def use_plain_help(app: typer.Typer) -> None:
