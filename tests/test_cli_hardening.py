@@ -25,8 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"}
+def run_cli(args: list[str], env: dict[str, str | None], timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; an `env` value of None removes that variable."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **env, "PYTHONPATH": str(REPO)}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "hailo_immich_cli", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -223,6 +225,6 @@ def test_the_cpu_fallback_notice_is_one_line_on_one_off_commands(cpu_models, tmp
 def test_fetch_models_list_keeps_recipe_ids_whole_in_a_pipe(cpu_models):
     from hailo_immich_cli.recipes import RecipeBook
 
-    proc = run_cli(["fetch-models", "--list"], {"HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir), "COLUMNS": ""})
+    proc = run_cli(["fetch-models", "--list"], {"HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir), "COLUMNS": None})
     ids = set(re.findall(r"^│ [ *]([A-Za-z0-9_.-]+)\s", proc.stdout, flags=re.M))
     assert {r.id for r in RecipeBook.load()} <= ids, proc.stdout
