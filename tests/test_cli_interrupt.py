@@ -130,3 +130,18 @@ def test_bench_stops_cleanly_while_threads_run_the_models(env, tmp_path):
     time.sleep(6)
     assert proc.poll() is None
     assert_clean_stop(*stop(proc, signal.SIGTERM), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_shuts_down_cleanly_on_a_signal(cpu_models, tmp_path, signum):
+    from tests.helpers.immich_server import start_server, stop_server
+
+    server = start_server(tmp_path, {"HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir)})
+    try:
+        server.process.send_signal(signum)
+        code = server.process.wait(timeout=30)
+    finally:
+        stop_server(server)
+    log = server.log()
+    assert code == 0, log  # gunicorn's graceful shutdown
+    assert "models released" in log and "Traceback" not in log and "terminate called" not in log
