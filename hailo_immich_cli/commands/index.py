@@ -94,7 +94,9 @@ def register(app: typer.Typer) -> None:
                 stats = _run(indexer, console, show=not no_progress)
             except KeyboardInterrupt:
                 if indexer is not None and not indexer.idle:
-                    session = None  # a batch is still inside a model: the process exit releases it
+                    # A stage is still busy (a batch inside a model, a commit): closing under it could
+                    # crash; the process exit releases both, and SQLite's journal keeps the file whole.
+                    session = store = None
                 raise
             finally:
                 if session is not None:
