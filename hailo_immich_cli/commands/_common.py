@@ -108,6 +108,8 @@ def handle_errors(func: F) -> F:
                 _signals.exit_now(_signals.Interrupted(signum))
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: `finally` blocks have stopped the work
+            if not _signals.installed():  # inside another program (a test runner): let it decide
+                raise
             _signals.exit_now(exc)
 
     return wrapper  # type: ignore[return-value]

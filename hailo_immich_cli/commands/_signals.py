@@ -38,6 +38,11 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def installed() -> bool:
+    """True in the `hailo-immich` process itself (not when a command runs inside a test or another program)."""
+    return signal.getsignal(signal.SIGTERM) is _handler
+
+
 def install() -> None:
     """Route SIGINT and SIGTERM to `Interrupted` (SIGINT stays ignored if the parent ignored it)."""
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:

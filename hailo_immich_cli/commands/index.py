@@ -11,11 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
-from hailo_immich_cli.batch.store import TASKS, Store, check_db_path, database_errors
+from hailo_immich_cli.batch.store import TASKS, Store, database_errors
 from hailo_immich_cli.commands._common import (
     BackendOption,
     ModelsDirOption,
-    check_paths_exist,
+    check_arguments,
     handle_errors,
     load_settings,
     stderr_console,
@@ -61,8 +61,7 @@ def register(app: typer.Typer) -> None:
         """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
         # Arguments first: a typo must not load models, create a database or a folder.
         selected = parse_tasks(tasks or ",".join(TASKS))
-        check_paths_exist(paths)
-        check_db_path(db)
+        check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
         names = {"clip": clip_model, "faces": face_model, "ocr": ocr_model}
