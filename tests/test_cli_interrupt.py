@@ -89,7 +89,7 @@ def test_index_stops_cleanly_on_sigint_at_any_point_and_a_rerun_completes(env, l
     root, manifest = library
     db = tmp_path / "index.db"
     args = ["index", str(root), "--db", str(db), "--tasks", TASKS, "--no-progress"]
-    for delay in (0.3, 1.0, 2.0):  # start-up (imports), model loading, the first batches
+    for delay in (0.6, 1.2, 2.5):  # start-up (imports take ~2 s), model loading, the first batches
         proc = start(args, env)
         time.sleep(delay)
         assert_clean_stop(*stop(proc, signal.SIGINT), signal.SIGINT)
