@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
-from hailo_immich_cli.batch.store import TASKS, Store, database_errors
+from hailo_immich_cli.batch.store import Store, database_errors
 from hailo_immich_cli.commands._common import (
     BackendOption,
     ModelsDirOption,
@@ -21,15 +21,17 @@ from hailo_immich_cli.commands._common import (
     stderr_console,
 )
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
+from hailo_immich_cli.tasks import by_name
 
 DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite)")
 
 
 def parse_tasks(raw: str) -> tuple[str, ...]:
     tasks = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
-    bad = [t for t in tasks if t not in TASKS]
+    known = by_name()
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
-        raise BadInputError(f"--tasks takes a comma list of {', '.join(TASKS)}; got '{raw}'")
+        raise BadInputError(f"--tasks takes a comma list of {', '.join(known)}; got '{raw}'")
     return tasks
 
 
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
         # Arguments first: a typo must not load models, create a database or a folder.
-        selected = parse_tasks(tasks or ",".join(TASKS))
+        selected = parse_tasks(tasks or ",".join(by_name()))
         check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
