@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.helpers.batch import make_library, model_env, rows
+from hailo_immich_cli.testkit.photos import make_library
+from tests.helpers.batch import model_env, rows
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.batch import make_library, model_env, processed_count, rows
+from hailo_immich_cli.testkit.photos import make_library
+from tests.helpers.batch import model_env, processed_count, rows
 
 pytestmark = pytest.mark.slow
 

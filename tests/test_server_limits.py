@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import png, start_server, stop_server
+from hailo_immich_cli.testkit.requests import png
+from tests.helpers.immich_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
