@@ -38,6 +38,7 @@ from hailo_immich_cli.errors import BadInputError
 DEFAULT_MODEL_NAMES = {"faces": "buffalo_l", "clip": "ViT-B-32__openai", "clip-text": "ViT-B-32__openai", "ocr": "PP-OCRv5_mobile"}
 URL_TASKS = tuple(DEFAULT_MODEL_NAMES)
 IMMICH_PING_TIMEOUT_S = 2.0  # Immich's availability check gives /ping 2 s before marking the worker down
+SEARCH_TEXTS = ("a photo of a dog", "sunset over the sea", "birthday party")
 JOB_NAMES = {"faces": "Face Detection", "clip": "Smart Search", "clip-text": "(search queries)", "ocr": "OCR"}
 
 
@@ -168,11 +169,15 @@ class Payload:
             return body
 
 
-def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str]) -> Payload:
+FormEncoder = Callable[..., tuple[bytes, str]]  # (entries, image=..., text=...) -> (body, content type)
+
+
+def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str],
+                form: FormEncoder = multipart) -> Payload:
     entries = entries_for(task, model_name)
     if task == "clip-text":
-        return Payload(task, [multipart(entries, text=t) for t in texts])
-    return Payload(task, [multipart(entries, image=img) for img in images])
+        return Payload(task, [form(entries, text=t) for t in texts])
+    return Payload(task, [form(entries, image=img) for img in images])
 
 
 def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]:
@@ -260,8 +265,9 @@ class Pinger:
 
 class LoadTest:
     def __init__(self, url: str, options: UrlOptions, images: list[bytes], images_source: str,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, form: FormEncoder = multipart):
         self.target = Target.parse(url)
+        self.form = form
         if options.duration_s is None and options.count is None:
             raise BadInputError("give --duration, --count or both: a load test is always bounded")
         if not images and any(t != "clip-text" for t in options.tasks):
@@ -327,7 +333,7 @@ class LoadTest:
 
     def phase(self, task: str, concurrency: int) -> dict[str, Any]:
         name = self.opts.model_names.get(task) or DEFAULT_MODEL_NAMES[task]
-        payload = payload_for(task, name, self.images, ["a photo of a dog", "sunset over the sea", "birthday party"])
+        payload = payload_for(task, name, self.images, SEARCH_TEXTS, self.form)
         client = Client(self.target, self.opts.timeout_s)
         work = self._post(client, payload)
         warm_errors: dict[str, int] = {}
