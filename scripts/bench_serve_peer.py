@@ -228,9 +228,9 @@ def peer_version(peer_dir: Path) -> str:
     return found.group(1) if found else "unknown"
 
 
-def ours_version() -> str:
+def ours_version(repo: Path) -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
     return f"{__version__}" + (f" ({rev})" if rev else "")
@@ -268,16 +268,18 @@ def start_ours(stack: ExitStack, args: argparse.Namespace, work: Path, extra_env
     port = free_port()
     models_dir = work / "models"  # empty: every model comes from the Immich cache, as for the peer
     models_dir.mkdir()
+    repo = Path(args.ours_repo).resolve()
     env = clean_env({
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(repo),
         "MACHINE_LEARNING_CACHE_FOLDER": str(args.cache),
         "HAILO_IMMICH_MODELS_DIR": str(models_dir),
         "NO_COLOR": "1",
         **extra_env,
     })
     argv = [args.ours_python, "-m", "hailo_immich_cli", "serve", "--backend", "cpu", "--host", "127.0.0.1", "--port", str(port)]
-    service = Service("ours", f"http://127.0.0.1:{port}", ours_version(), log_path=work / "ours.log")
-    return stack.enter_context(started(service, argv, env, REPO, args.start_timeout))
+    service = Service("ours", f"http://127.0.0.1:{port}", ours_version(repo), log_path=work / "ours.log",
+                      details={"repo": str(repo)})
+    return stack.enter_context(started(service, argv, env, repo, args.start_timeout))
 
 
 # ---- agreement ----------------------------------------------------------------------------------
@@ -453,6 +455,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-dir", help="Immich's machine-learning/ folder (holds the immich_ml package)")
     p.add_argument("--peer-url", help="an official service already running on loopback, instead of starting one")
     p.add_argument("--ours-url", help="a `hailo-immich serve` already running on loopback, instead of starting one")
+    p.add_argument("--ours-repo", default=str(REPO), help="checkout whose `serve` is started (default: this one)")
     p.add_argument("--ours-python", default=sys.executable, help="Python that runs `hailo-immich serve` (default: this one)")
     p.add_argument("--ours-only", action="store_true", help="no official service: measure `serve` alone")
     p.add_argument("--tasks", default="clip-text,clip,faces,ocr", help="request kinds, from clip-text, clip, faces, ocr")
