@@ -551,7 +551,8 @@ def render(report: dict[str, Any]) -> str:
         f"{report['loadavg_before_after'][0]} / {report['loadavg_before_after'][1]} (other work on the machine shares the CPU)",
         f"previews: {len(report['previews']['photos'])} photos at {report['previews']['size'][0]}x{report['previews']['size'][1]} "
         f"q{report['previews']['quality']}, {np.mean(report['previews']['bytes']) / 1024:.0f} KiB on average; "
-        f"{report['options']['rounds']} interleaved rounds of {report['options']['round_seconds']:g} s per service and cell",
+        f"{report['options']['rounds']} timed round(s) of {report['options']['round_seconds']:g} s per service and cell"
+        + (", the services taking turns" if "official" in svc else ""),
         "client ceiling (rejected requests): " + ", ".join(
             f"{k} {v['client_ceiling']['calls_per_s']:.0f} req/s" for k, v in report["control"].items()),
         "",
