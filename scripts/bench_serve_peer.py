@@ -49,18 +49,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hailo_immich_cli import __version__  # noqa: E402
-from hailo_immich_cli.benchkit import host_info, parse_int_list  # noqa: E402
-from hailo_immich_cli.loadtest import (  # noqa: E402
-    DEFAULT_MODEL_NAMES,
+from hailo_immich_cli.bench.loadtest import (  # noqa: E402
     SEARCH_TEXTS,
     Client,
     LoadTest,
     Target,
     UrlOptions,
-    classify,
+    default_model_name,
     entries_for,
 )
-from hailo_immich_cli.loadtest import multipart as immich_form  # noqa: E402
+from hailo_immich_cli.bench.timing import host_info, parse_int_list  # noqa: E402
+from hailo_immich_cli.testkit.requests import immich_form  # noqa: E402
 
 TASK_LABELS = {"clip-text": "CLIP text", "clip": "CLIP visual", "faces": "faces", "ocr": "OCR"}
 PREVIEW_SIZE = (1440, 1920)  # width, height of an Immich preview of a portrait photo
@@ -286,7 +285,7 @@ def start_ours(stack: ExitStack, args: argparse.Namespace, work: Path, extra_env
 
 
 def post(client: Client, task: str, image: bytes | None, text: str | None) -> dict[str, Any]:
-    body, ctype = immich_form(entries_for(task, DEFAULT_MODEL_NAMES[task]), image=image, text=text)
+    body, ctype = immich_form(entries_for(task, default_model_name(task)), image=image, text=text)
     try:
         status, data = client.request("POST", "/predict", body, {"Content-Type": ctype})
     except (ConnectionError, http.client.RemoteDisconnected):

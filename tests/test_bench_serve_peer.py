@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.immich_cache import CLIP_MODELS, build_cache
+from hailo_immich_cli.testkit.immich_cache import CLIP_MODELS, build_cache
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parent.parent
