@@ -59,6 +59,7 @@ from hailo_immich_cli.bench.loadtest import (  # noqa: E402
     entries_for,
 )
 from hailo_immich_cli.bench.timing import host_info, parse_int_list  # noqa: E402
+from hailo_immich_cli.testkit.loopback import free_port  # noqa: E402
 from hailo_immich_cli.testkit.requests import immich_form  # noqa: E402
 
 TASK_LABELS = {"clip-text": "CLIP text", "clip": "CLIP visual", "faces": "faces", "ocr": "OCR"}
@@ -126,12 +127,6 @@ def require_loopback(url: str, option: str) -> str:
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise SystemExit(f"{option}: {url} is not a loopback address ({', '.join(sorted(addresses))}); this benchmark only talks to loopback")
     return str(target)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
