@@ -78,7 +78,7 @@ class OcrTask(Task):
         requested = det.options.get("maxResolution")
         if requested is None:
             requested = int(session.recipes.get(det.recipe_id).preprocess.get("max_resolution", 736))
-        height, width = rgb.shape[:2]
+        width, height = image.size  # the decoded pixels the detector resizes (reduced on the fast path)
         max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution)
         if lowered:  # said in the request's log line
             outcome.notes.append(lowered)
