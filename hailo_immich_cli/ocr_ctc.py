@@ -14,7 +14,7 @@ import numpy as np
 from hailo_immich_cli.errors import ModelCorruptError, ModelMismatchError
 from hailo_immich_cli.recipes import Recipe
 
-_CACHE: dict[tuple[str, int, int, str], tuple[str, ...]] = {}
+_CACHE: dict[tuple[str, int, int, str, int, bool], tuple[str, ...]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -53,7 +53,8 @@ def load_charset(recipe: Recipe, files) -> tuple[str, ...]:
             raise ModelMismatchError(f"recipe {recipe.id}: no dictionary file and no postprocess.dictionary_metadata_key")
         path, source = files.require(recipe, "model"), f"meta:{key}"
     st = path.stat()
-    cache_key = (str(path), st.st_size, st.st_mtime_ns, source)
+    # the class table depends on the recipe's offset and space class too, not only on the file
+    cache_key = (str(path), st.st_size, st.st_mtime_ns, source, int(post.get("dictionary_offset", 1)), bool(post.get("append_space", True)))
     with _CACHE_LOCK:
         if cache_key in _CACHE:
             return _CACHE[cache_key]

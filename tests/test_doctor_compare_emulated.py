@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hailo_immich_cli.doctor.compare import run_compare
 from hailo_immich_cli.doctor.probes import Probes
+from hailo_immich_cli.doctor.samples import text_page
 from hailo_immich_cli.recipes import RecipeBook
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, swapped_outputs, threshold_for
 from tests.helpers.hailo import hailo_double, make_hailo_session, write_recipe_hef  # noqa: F401  (fixture)
@@ -59,3 +61,51 @@ def test_each_failure_is_named_with_its_fix(hailo_double, tmp_path: Path, mode: 
     assert row["fix"] == fix
     fitting = [t["cause"] for t in row["tried"] if t["agrees"]]
     assert fitting and all(c.startswith(cause) for c in fitting), row["tried"]
+
+
+# ---- OCR: the real PP-OCRv5 mobile models as CPU references and inside the twins -------------------
+
+OCR_DET, OCR_REC = "paddle-ocr-v5-mobile-det-hailo8", "paddle-ocr-v5-mobile-rec-hailo8"
+
+
+def _ocr(tmp_path: Path, cpu_models, mode: str) -> dict[str, dict]:
+    from tests.helpers.doctor_twins import ocr_twin
+    from tests.helpers.immich_server import link_models
+
+    book = RecipeBook.load()
+    det, rec = book.get(OCR_DET), book.get(OCR_REC)
+    source = Path(cpu_models.models_dir)
+    models = link_models(source, tmp_path / "models")
+    (models / OCR_REC).mkdir()
+    (models / OCR_REC / "ppocrv5_dict.txt").symlink_to(source / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt")
+    twins = {
+        OCR_DET: ocr_twin(source / "ppocrv5-mobile-det-cpu" / "PP-OCRv5_det_mobile_infer.onnx", det.inputs[0].name,
+                          f"{det.id}/output_layer1", tuple(det.outputs[0].shape), recognizer=False),
+        OCR_REC: ocr_twin(source / "ppocrv5-mobile-rec-cpu" / "PP-OCRv5_rec_mobile_infer.onnx", rec.inputs[0].name,
+                          f"{rec.id}/output_layer1", tuple(rec.outputs[0].shape), recognizer=True, mode=mode),
+    }
+    page = np.full((544, 960, 3), 255, np.float32)
+    page[:300, :640] = text_page()
+    calibration = {OCR_DET: {det.inputs[0].name: np.stack([page, np.zeros_like(page)])}}
+    with make_hailo_session([det, rec], twins, tmp_path, book=book, calibration=calibration) as session:
+        rows = run_compare(session.settings, session.recipes, Probes(), [session.recipes.get(OCR_DET), session.recipes.get(OCR_REC)])
+    return {row["recipe"]: row for row in rows}
+
+
+@pytest.mark.slow
+def test_faithful_ocr_agrees(hailo_double, tmp_path: Path, cpu_models) -> None:
+    rows = _ocr(tmp_path, cpu_models, "faithful")
+    for recipe_id, reference in ((OCR_DET, "ppocrv5-mobile-det-cpu"), (OCR_REC, "ppocrv5-mobile-rec-cpu")):
+        row = rows[recipe_id]
+        assert row["verdict"] == "agree" and row["reference"] == reference, row
+        assert row["metrics"]["CER"] <= 0.05, row  # the HEF path resizes differently (544x960 tiles, fixed-width crops)
+
+
+@pytest.mark.slow
+def test_ocr_dictionary_offset_is_named(hailo_double, tmp_path: Path, cpu_models) -> None:
+    rows = _ocr(tmp_path, cpu_models, "dictionary-offset")
+    assert rows[OCR_DET]["verdict"] == "agree"
+    row = rows[OCR_REC]
+    assert row["verdict"] == "disagree" and row["metrics"]["CER"] > 0.5, row
+    assert row["cause"].startswith("OCR dictionary offset by one: class k is character k-2"), row
+    assert row["fix"] == f"recipe {OCR_REC}: [postprocess] dictionary_offset = 2, append_space = false"

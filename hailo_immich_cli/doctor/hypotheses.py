@@ -145,15 +145,25 @@ def clip_text(recipe: Recipe) -> list[Hypothesis]:
 
 
 def ocr_classes(recipe: Recipe) -> list[Hypothesis]:
+    """Dictionary offset by one either way (keeping the class count, so the space class gives way),
+    and the space class alone (a HEF with one class fewer or more than the recipe expects)."""
     if recipe.task != "ocr-recognition":
         return []
     post = recipe.postprocess
     offset = int(post.get("dictionary_offset", 1))
     space = bool(post.get("append_space", True))
-    found = [
-        _one(recipe, f"OCR dictionary offset by one: class k is character k-{o}, the recipe reads k-{offset}", "postprocess", "dictionary_offset", o)
-        for o in (offset + 1, offset - 1) if o >= 0
-    ]
+
+    def both(new_offset: int, new_space: bool) -> Hypothesis:
+        cause = f"OCR dictionary offset by one: class k is character k-{new_offset}, the recipe reads k-{offset}"
+        if new_space != space:
+            cause += "; " + ("no space class" if not new_space else "the last class is the space")
+        change = lambda d: d.setdefault("postprocess", {}).update(dictionary_offset=new_offset, append_space=new_space)  # noqa: E731
+        return Hypothesis(cause, f"recipe {recipe.id}: [postprocess] dictionary_offset = {new_offset}, append_space = {_toml(new_space)}",
+                          variant_of(recipe, change))
+
+    found = [both(offset + 1, False)]
+    if offset >= 1:
+        found.append(both(offset - 1, True))
     space_cause = "space class missing: the HEF's last class is the space" if not space else "no space class: the HEF's last class is a character"
     found.append(_one(recipe, space_cause, "postprocess", "append_space", not space))
     return found

@@ -182,3 +182,27 @@ def scrfd_twin(recipe: Recipe, onnx_path: Path, mode: str = "faithful"):
         return {name: np.stack([f[name] for f in frames]) for name in frames[0]}
 
     return run
+
+
+# ---- OCR: the real PP-OCRv5 mobile ONNX models as the Hailo HEFs ---------------------------------
+
+
+def ocr_twin(onnx_path: Path, layer_in: str, layer_out: str, frame_out: tuple[int, ...], *, recognizer: bool, mode: str = "faithful"):
+    """A PaddleOCR HEF that computes what the CPU model computes from the same pixels (RGB in, the
+    network's own BGR normalisation inside). mode `dictionary-offset` (recogniser): the HEF has an
+    extra ignored class 1 before the characters and no space class (PaddleOCR exports made with
+    `ignore` tokens {0, 1}), so class k is character k-2."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.asarray(inputs[layer_in], np.float32)[..., ::-1]  # BGR, as PaddleOCR trained
+        x = (x / 255.0 - 0.5) / 0.5 if recognizer else (x - 0.5) / 127.5
+        out = np.stack([session.run([name_out], {name_in: np.ascontiguousarray(f.transpose(2, 0, 1)[None])})[0][0] for f in x])
+        if mode == "dictionary-offset":
+            out = np.concatenate([out[..., :1], np.zeros_like(out[..., :1]), out[..., 1:-1]], axis=-1)
+        return {layer_out: out.reshape(len(x), *frame_out)}
+
+    return run
