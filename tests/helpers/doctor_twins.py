@@ -206,3 +206,47 @@ def ocr_twin(onnx_path: Path, layer_in: str, layer_out: str, frame_out: tuple[in
         return {layer_out: out.reshape(len(x), *frame_out)}
 
     return run
+
+
+# ---- CLIP text: the stand-in text encoder (tests/helpers/clip_emulated.TextNet) as a CPU ONNX ------
+
+
+def textnet_onnx(path: Path, positional: np.ndarray, mix: np.ndarray) -> Path:
+    """TextNet in ONNX with the positional embedding inside: tokens (N, L, W) -> sequence (N, L, W),
+    h = tokens + positional, out = tanh((h + cumsum(h) / t) @ mix): the float "export" of the network."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    length, width = positional.shape
+    inits = [
+        numpy_helper.from_array(positional.astype(np.float32), "positional"),
+        numpy_helper.from_array(np.arange(1, length + 1, dtype=np.float32).reshape(1, length, 1), "counts"),
+        numpy_helper.from_array(np.array(1, np.int64), "axis"),
+        numpy_helper.from_array(mix.astype(np.float32), "mix"),
+    ]
+    nodes = [
+        helper.make_node("Add", ["tokens", "positional"], ["h"]),
+        helper.make_node("CumSum", ["h", "axis"], ["cs"]),
+        helper.make_node("Div", ["cs", "counts"], ["c"]),
+        helper.make_node("Add", ["h", "c"], ["s"]),
+        helper.make_node("MatMul", ["s", "mix"], ["m"]),
+        helper.make_node("Tanh", ["m"], ["sequence"]),
+    ]
+    graph = helper.make_graph(nodes, "textnet", [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", length, width])],
+                              [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", length, width])], inits)
+    return save_graph(graph, path)
+
+
+def textnet_cpu_recipe(recipe_id: str, path: Path):
+    """A CPU recipe for textnet_onnx: token embeddings in, EOT row @ text_projection out (the same
+    host steps as the Hailo CLIP text recipes, positional embedding inside the model)."""
+    from hailo_immich_cli.recipes import parse_recipe
+
+    return parse_recipe(path, {
+        "id": recipe_id, "task": "clip-textual", "backend": "cpu", "embedding_dim": 512,
+        "files": [{"role": "model", "name": "textnet.onnx"}, {"role": "vocab", "name": "bpe_simple_vocab_16e6.txt.gz"},
+                  {"role": "weights", "name": "weights.npz"}],
+        "inputs": [{"name": "tokens", "shape": [77, 512], "dtype": "float32"}],
+        "tokenizer": {"kind": "clip-bpe", "context_length": 77, "pad_id": 0},
+        "text": {"feed": "token-embeddings", "add_positional_on_host": False, "output": "eot-projection", "eot_id": 49407,
+                 "final_layer_norm_on_host": False},
+    })
