@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.doctor.compare import run_compare
-from hailo_immich_cli.doctor.probes import Probes
 from hailo_immich_cli.doctor.samples import text_page
 from hailo_immich_cli.recipes import RecipeBook
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, swapped_outputs, threshold_for
@@ -32,7 +31,7 @@ def _faces(tmp_path: Path, mode: str) -> dict:
     session = make_hailo_session([det], {det.id: twin}, tmp_path, book=book, calibration=calibration)
     if mode == "swapped-outputs":  # the HEF on disk names its layers the other way round
         write_recipe_hef(hef_recipe, twin, tmp_path / "models", calibration=calibration[det.id])
-    (row,) = run_compare(session.settings, session.recipes, Probes(), [session.recipes.get(det.id)])
+    (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(det.id)])
     session.close()
     return row
 
@@ -88,7 +87,7 @@ def _ocr(tmp_path: Path, cpu_models, mode: str) -> dict[str, dict]:
     page[:300, :640] = text_page()
     calibration = {OCR_DET: {det.inputs[0].name: np.stack([page, np.zeros_like(page)])}}
     with make_hailo_session([det, rec], twins, tmp_path, book=book, calibration=calibration) as session:
-        rows = run_compare(session.settings, session.recipes, Probes(), [session.recipes.get(OCR_DET), session.recipes.get(OCR_REC)])
+        rows = run_compare(session.settings, session.recipes, [session.recipes.get(OCR_DET), session.recipes.get(OCR_REC)])
     return {row["recipe"]: row for row in rows}
 
 
@@ -157,7 +156,7 @@ def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_
     book = RecipeBook([*(r for r in book if r.id != TEXT), recipe, reference])
     try:
         with make_hailo_session([recipe], {TEXT: twin}, tmp_path, book=book, calibration={TEXT: {layer_in: tokens}}) as session:
-            (row,) = run_compare(session.settings, session.recipes, Probes(), [session.recipes.get(TEXT)])
+            (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(TEXT)])
     finally:
         with clip._RESOURCES_LOCK:
             clip._RESOURCES.clear()  # hundreds of MB of weights
@@ -167,3 +166,65 @@ def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_
     assert row["verdict"] == "disagree" and row["metrics"]["text cosine"] < 0.95, row
     assert row["cause"].startswith(cause), row
     assert row["fix"] == f"recipe {TEXT}: [text] add_positional_on_host = {'false' if on_host else 'true'}"
+
+
+# ---- face recognition: an ArcFace-shaped ONNX as the CPU reference and inside the HEF -------------
+
+
+@pytest.mark.parametrize("mode", ["faithful", "bgr"])
+def test_recognition_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> None:
+    from hailo_immich_cli.doctor.hypotheses import variant_of
+    from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, photos
+    from hailo_immich_cli.face_embed import aligned_crops
+    from tests.helpers.faces import make_arcface_like_onnx
+    from tests.helpers.hailo import emulator
+
+    book = RecipeBook.load()
+    reference = variant_of(book.get("buffalo_l-recognition-cpu"), lambda d: d.update(id="arcface-ref-cpu", immich_names=[]))
+    hailo = variant_of(book.get("arcface-mobilefacenet-hailo8"), lambda d: d.update(cpu_reference=reference.id))
+    onnx_path = make_arcface_like_onnx(tmp_path / "models" / reference.id / "model.onnx")
+    layer_in, layer_out = hailo.inputs[0].name, hailo.outputs[0].name
+    base = emulator().onnx_twin(onnx_path, [layer_in], [layer_out], nchw=True, mean=127.5, std=127.5)
+    twin = base if mode == "faithful" else (lambda inputs: base({k: v[..., ::-1] for k, v in inputs.items()}))
+    crops = aligned_crops(photos()[0].rgb, ASTRONAUT_LANDMARKS[None], hailo).astype(np.float32)
+    book = RecipeBook([*(r for r in book if r.id != hailo.id), hailo, reference])
+    with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
+                            calibration={hailo.id: {layer_in: np.concatenate([crops, crops[..., ::-1]])}}) as session:
+        (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
+    if mode == "faithful":
+        assert row["verdict"] == "agree" and row["metrics"]["recognition cosine"] >= 0.99, row
+        return
+    assert row["verdict"] == "disagree" and row["metrics"]["recognition cosine"] < 0.95, row
+    assert row["cause"].startswith("RGB vs BGR") and row["fix"] == f'recipe {hailo.id}: [preprocess] color = "BGR"'
+
+
+def test_doctor_compare_command_on_the_emulated_host(hailo_double, tmp_path: Path, monkeypatch) -> None:
+    """The command end to end (simulated host, emulated device, faithful SCRFD twin): JSON and markdown
+    name the agreement, the HEF's hash and the HailoRT/driver/firmware versions."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    import hailo_platform
+    from hailo_immich_cli.cli import app
+    from hailo_immich_cli.commands import doctor as command
+    from tests.helpers.fake_machine import FakeMachine
+
+    _faces(tmp_path, "faithful")  # writes the HEF and the toy reference into tmp_path/models, registers the twin
+    fake = FakeMachine(tmp_path / "machine", hailo_platform).driver("4.23.0")
+    fake.node()
+    monkeypatch.setattr(command, "default_probes", fake.probes)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HAILO_IMMICH", "MACHINE_LEARNING"))}
+    report_md = tmp_path / "report.md"
+    run = CliRunner().invoke(app, ["doctor", "--compare", "--recipe", DETECTOR, "--json", "--backend", "hailo", "--models-dir",
+                                   str(tmp_path / "models"), "--markdown", str(report_md)], env=env)
+    report = json.loads(run.stdout)
+    (row,) = report["compare"]
+    assert row["recipe"] == DETECTOR and row["verdict"] == "agree", row
+    env_facts = report["environment"]
+    assert (env_facts["hailort"], env_facts["driver"], env_facts["firmware"], env_facts["emulated"]) == ("4.23.0", "4.23.0", "4.23.0", True)
+    assert len(env_facts["hefs"][DETECTOR]["sha256"]) == 64 and env_facts["hefs"][DETECTOR]["hw_arch"] == "HAILO8P"
+    assert run.exit_code == 1  # other configured recipes' files are not in this models dir
+    text = report_md.read_text()
+    assert f"| {DETECTOR} | {REFERENCE} |" in text and "| agree |" in text and env_facts["hefs"][DETECTOR]["sha256"] in text

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
-from hailo_immich_cli.doctor.checks import all_passed, planning_session, run_checks
+from hailo_immich_cli.doctor.checks import device_ready, planning_session, run_checks
 from hailo_immich_cli.doctor.probes import Probes
 from hailo_immich_cli.doctor.report import build_report, markdown
 from hailo_immich_cli.immich_cache import load_recipe_book
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         if compare:
             from hailo_immich_cli.doctor.compare import run_compare
 
-            rows = run_compare(settings, book, probes, recipes, only=recipe or None, fetch=fetch, device_ok=all_passed(checks))
+            rows = run_compare(settings, book, recipes, only=recipe or None, fetch=fetch, device_ok=device_ready(checks))
         report = build_report(checks, facts, placement, rows)
         if markdown_out is not None:
             markdown_out.write_text(markdown(report), encoding="utf-8")

@@ -17,7 +17,6 @@ import numpy as np
 
 from hailo_immich_cli import clip
 from hailo_immich_cli.doctor.hypotheses import Hypothesis, hypotheses_for
-from hailo_immich_cli.doctor.probes import Probes
 from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, LABELS, PROMPTS, all_samples, photos
 from hailo_immich_cli.errors import HailoImmichError
 from hailo_immich_cli.face_detect import run_detector
@@ -322,7 +321,7 @@ def _references(book: RecipeBook, reference: Recipe) -> list[Recipe]:
     return needed
 
 
-def run_compare(settings: Settings, book: RecipeBook, probes: Probes, configured: list[Recipe], *, only: list[str] | None = None,
+def run_compare(settings: Settings, book: RecipeBook, configured: list[Recipe], *, only: list[str] | None = None,
                 fetch: bool = False, device_ok: bool = True) -> list[dict[str, Any]]:
     """One row per configured Hailo recipe (or per recipe in `only`)."""
     hailo = [r for r in configured if r.backend == "hailo"] if not only else [book.get(rid) for rid in only]
