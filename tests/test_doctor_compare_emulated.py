@@ -228,3 +228,37 @@ def test_doctor_compare_command_on_the_emulated_host(hailo_double, tmp_path: Pat
     assert run.exit_code == 1  # other configured recipes' files are not in this models dir
     text = report_md.read_text()
     assert f"| {DETECTOR} | {REFERENCE} |" in text and "| agree |" in text and env_facts["hefs"][DETECTOR]["sha256"] in text
+
+
+def test_missing_reference_is_fetched_only_when_asked(hailo_double, tmp_path: Path) -> None:
+    """Without --fetch a missing CPU reference is reported with the command; with it, the file is
+    downloaded (here from a loopback server standing for Hugging Face) and the comparison runs."""
+    import copy
+
+    from hailo_immich_cli.recipes import parse_recipe
+    from tests.helpers.http_files import FileServerState, start_file_server
+
+    book = RecipeBook.load()
+    det, shipped = book.get(DETECTOR), book.get(REFERENCE)
+    canvases = sample_canvases(shipped)
+    onnx_bytes = make_toy_scrfd_onnx(tmp_path / "src" / "model.onnx", *threshold_for(canvases)).read_bytes()
+    state = FileServerState(files={"/buffalo_l/detection/model.onnx": onnx_bytes})
+    server, base = start_file_server(state)
+    try:
+        data = copy.deepcopy(dict(shipped.raw))
+        data["files"][0]["sources"] = [{"url": f"{base}/buffalo_l/detection/model.onnx"}]
+        reference = parse_recipe(shipped.path, data)
+        book = RecipeBook([*(r for r in book if r.id != REFERENCE), reference])
+        twin = scrfd_twin(det, tmp_path / "src" / "model.onnx")
+        calibration = {det.id: {det.inputs[0].name: calibration_canvases(shipped)}}
+        with make_hailo_session([det], {det.id: twin}, tmp_path, book=book, calibration=calibration) as session:
+            settings, recipes = session.settings, session.recipes
+        (row,) = run_compare(settings, recipes, [recipes.get(DETECTOR)])
+        assert row["verdict"] == "reference-missing" and state.requests == []
+        assert row["fix"] == f"hailo-immich doctor --compare --fetch (or: hailo-immich fetch-models --recipe {REFERENCE})"
+        (row,) = run_compare(settings, recipes, [recipes.get(DETECTOR)], fetch=True)
+        assert row["verdict"] == "agree", row
+        assert [path for path, _ in state.requests] == ["/buffalo_l/detection/model.onnx"]
+    finally:
+        server.shutdown()
+        server.server_close()
