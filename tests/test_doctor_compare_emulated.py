@@ -262,3 +262,42 @@ def test_missing_reference_is_fetched_only_when_asked(hailo_double, tmp_path: Pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- CLIP image tower: a small real ONNX as the CPU reference and inside the HEF -----------------
+
+
+@pytest.mark.parametrize("mode", ["faithful", "bgr"])
+def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> None:
+    import copy
+
+    from hailo_immich_cli import clip
+    from hailo_immich_cli.doctor.hypotheses import variant_of
+    from hailo_immich_cli.doctor.samples import all_samples
+    from hailo_immich_cli.recipes import parse_recipe
+    from tests.helpers.clip import tiny_visual_onnx
+    from tests.helpers.hailo import emulator
+
+    book = RecipeBook.load()
+    shipped = book.get("clip-vit-b32-openai-visual-cpu")
+    data = copy.deepcopy(dict(shipped.raw))
+    data.update(id="clipnet-cpu", immich_names=[], files=[{"role": "model", "name": "model.onnx"}])
+    data.pop("clip")
+    reference = parse_recipe(shipped.path, data)
+    hailo = variant_of(book.get("clip-vit-b32-visual-hailo"), lambda d: d.update(cpu_reference=reference.id))
+    onnx_path = tiny_visual_onnx(tmp_path / "models" / reference.id / "model.onnx")
+    pre = reference.preprocess
+    mean, std = [255 * m for m in pre["mean"]], [255 * s for s in pre["std"]]
+    layer_in, layer_out = f"{hailo.id}/input_layer1", f"{hailo.id}/output_layer1"
+    base = emulator().onnx_twin(onnx_path, [layer_in], [layer_out], nchw=True, mean=mean, std=std)
+    twin = base if mode == "faithful" else (lambda inputs: base({k: v[..., ::-1] for k, v in inputs.items()}))
+    frames = clip.prepare_images(hailo, [s.rgb for s in all_samples()]).astype(np.float32)
+    book = RecipeBook([*(r for r in book if r.id != hailo.id), hailo, reference])
+    with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
+                            calibration={hailo.id: {layer_in: np.concatenate([frames, frames[..., ::-1]])}}) as session:
+        (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
+    if mode == "faithful":
+        assert row["verdict"] == "agree" and row["metrics"]["image cosine"] >= 0.99, row
+        return
+    assert row["verdict"] == "disagree" and row["metrics"]["image cosine"] < 0.95, row
+    assert row["cause"].startswith("RGB vs BGR") and row["fix"] == f'recipe {hailo.id}: [preprocess] color = "BGR"'
