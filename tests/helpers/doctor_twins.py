@@ -211,9 +211,10 @@ def ocr_twin(onnx_path: Path, layer_in: str, layer_out: str, frame_out: tuple[in
 # ---- CLIP text: the stand-in text encoder (tests/helpers/clip_emulated.TextNet) as a CPU ONNX ------
 
 
-def textnet_onnx(path: Path, positional: np.ndarray, mix: np.ndarray) -> Path:
+def textnet_onnx(path: Path, positional: np.ndarray, mix: np.ndarray, ln: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """TextNet in ONNX with the positional embedding inside: tokens (N, L, W) -> sequence (N, L, W),
-    h = tokens + positional, out = tanh((h + cumsum(h) / t) @ mix): the float "export" of the network."""
+    h = tokens + positional, out = tanh((h + cumsum(h) / t) @ mix): the float "export" of the network;
+    `ln` (weight, bias): a final LayerNorm (eps 1e-5) on every row, as CLIP's ln_final."""
     from onnx import TensorProto, helper, numpy_helper
 
     length, width = positional.shape
@@ -223,14 +224,29 @@ def textnet_onnx(path: Path, positional: np.ndarray, mix: np.ndarray) -> Path:
         numpy_helper.from_array(np.array(1, np.int64), "axis"),
         numpy_helper.from_array(mix.astype(np.float32), "mix"),
     ]
+    last = "sequence" if ln is None else "pre_ln"
     nodes = [
         helper.make_node("Add", ["tokens", "positional"], ["h"]),
         helper.make_node("CumSum", ["h", "axis"], ["cs"]),
         helper.make_node("Div", ["cs", "counts"], ["c"]),
         helper.make_node("Add", ["h", "c"], ["s"]),
         helper.make_node("MatMul", ["s", "mix"], ["m"]),
-        helper.make_node("Tanh", ["m"], ["sequence"]),
+        helper.make_node("Tanh", ["m"], [last]),
     ]
+    if ln is not None:
+        inits += [numpy_helper.from_array(ln[0].astype(np.float32), "ln_w"), numpy_helper.from_array(ln[1].astype(np.float32), "ln_b"),
+                  numpy_helper.from_array(np.float32(1e-5).reshape(1), "eps")]
+        nodes += [
+            helper.make_node("ReduceMean", ["pre_ln"], ["mu"], axes=[-1], keepdims=1),
+            helper.make_node("Sub", ["pre_ln", "mu"], ["xc"]),
+            helper.make_node("Mul", ["xc", "xc"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1], keepdims=1),
+            helper.make_node("Add", ["var", "eps"], ["ve"]),
+            helper.make_node("Sqrt", ["ve"], ["sd"]),
+            helper.make_node("Div", ["xc", "sd"], ["xn"]),
+            helper.make_node("Mul", ["xn", "ln_w"], ["xw"]),
+            helper.make_node("Add", ["xw", "ln_b"], ["sequence"]),
+        ]
     graph = helper.make_graph(nodes, "textnet", [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", length, width])],
                               [helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", length, width])], inits)
     return save_graph(graph, path)
