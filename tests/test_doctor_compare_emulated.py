@@ -273,7 +273,9 @@ def test_missing_reference_is_fetched_only_when_asked(hailo_double, tmp_path: Pa
 
 
 @pytest.mark.parametrize("mode", ["faithful", "bgr"])
-def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> None:
+def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, clip_text_assets, mode: str) -> None:
+    """Image cosine, and zero-shot top-1 over the sample labels with the reference's text tower
+    (the TextNet CPU model) scoring both image towers' vectors."""
     import copy
 
     from hailo_immich_cli import clip
@@ -286,9 +288,15 @@ def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> N
     book = RecipeBook.load()
     shipped = book.get("clip-vit-b32-openai-visual-cpu")
     data = copy.deepcopy(dict(shipped.raw))
-    data.update(id="clipnet-cpu", immich_names=[], files=[{"role": "model", "name": "model.onnx"}])
-    data.pop("clip")
+    data.update(id="clipnet-cpu", immich_names=[], files=[{"role": "model", "name": "model.onnx"}], clip={"pair": "textnet-cpu"})
     reference = parse_recipe(shipped.path, data)
+    from tests.helpers.doctor_twins import textnet_cpu_recipe, textnet_onnx
+
+    vocab, weights, npz, net = clip_text_assets
+    text_reference = textnet_cpu_recipe("textnet-cpu", tmp_path / "textnet-cpu.toml")
+    textnet_onnx(tmp_path / "models" / text_reference.id / "textnet.onnx", weights["positional_embedding"], net.mix)
+    (tmp_path / "models" / text_reference.id / "weights.npz").symlink_to(npz)
+    (tmp_path / "models" / text_reference.id / "bpe_simple_vocab_16e6.txt.gz").symlink_to(vocab)
     hailo = variant_of(book.get("clip-vit-b32-visual-hailo"), lambda d: d.update(cpu_reference=reference.id))
     onnx_path = tiny_visual_onnx(tmp_path / "models" / reference.id / "model.onnx")
     pre = reference.preprocess
@@ -297,12 +305,17 @@ def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> N
     base = emulator().onnx_twin(onnx_path, [layer_in], [layer_out], nchw=True, mean=mean, std=std)
     twin = base if mode == "faithful" else (lambda inputs: base({k: v[..., ::-1] for k, v in inputs.items()}))
     frames = clip.prepare_images(hailo, [s.rgb for s in all_samples()]).astype(np.float32)
-    book = RecipeBook([*(r for r in book if r.id != hailo.id), hailo, reference])
-    with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
-                            calibration={hailo.id: {layer_in: np.concatenate([frames, frames[..., ::-1]])}}) as session:
-        (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
+    book = RecipeBook([*(r for r in book if r.id != hailo.id), hailo, reference, text_reference])
+    try:
+        with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
+                                calibration={hailo.id: {layer_in: np.concatenate([frames, frames[..., ::-1]])}}) as session:
+            (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
+    finally:
+        with clip._RESOURCES_LOCK:
+            clip._RESOURCES.clear()
     if mode == "faithful":
         assert row["verdict"] == "agree" and row["metrics"]["image cosine"] >= 0.99, row
+        assert row["metrics"]["zero-shot top-1 agreement"] == 1.0
         return
     assert row["verdict"] == "disagree" and row["metrics"]["image cosine"] < 0.95, row
     assert row["cause"].startswith("RGB vs BGR") and row["fix"] == f'recipe {hailo.id}: [preprocess] color = "BGR"'
