@@ -13,18 +13,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hailo_immich_cli.errors import HailoImmichError
-from hailo_immich_cli.recipes import IMMICH_TASKS
+from hailo_immich_cli.tasks import registry
 
-# The models Immich's settings offer by default (faces: also antelopev2, the other SCRFD-10GF pack).
-IMMICH_DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
-    "face-detection": ("buffalo_l", "antelopev2"),
-    "face-recognition": ("buffalo_l", "antelopev2"),
-    "clip-visual": ("ViT-B-32__openai",),
-    "clip-textual": ("ViT-B-32__openai",),
-    "ocr-detection": ("PP-OCRv5_mobile",),
-    "ocr-recognition": ("PP-OCRv5_mobile",),
-}
-_IMMICH_PAIR = {task: pair for pair, task in IMMICH_TASKS.items()}
+# Besides each task's Immich default (tasks.py: buffalo_l, ViT-B-32__openai, PP-OCRv5_mobile), the
+# other face pack Immich's settings offer with the same SCRFD-10GF detector.
+ALSO_SHOWN: dict[str, tuple[str, ...]] = {"face-detection": ("antelopev2",), "face-recognition": ("antelopev2",)}
+
+
+def default_models() -> list[tuple[str, str, str]]:
+    """(Immich task/type, recipe task, model name) per row, in the registry's order."""
+    rows = []
+    for task in registry():
+        for type_, recipe_task in task.steps.items():
+            for model in (task.immich_default_model, *ALSO_SHOWN.get(recipe_task, ())):
+                rows.append((f"{task.immich_task}/{type_}", recipe_task, model))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,7 @@ class Placement:
         return f"{self.immich} {self.model}: {where}" + (f"; {self.note}" if self.note else "")
 
 
-def place(session, task: str, model: str) -> Placement:
-    immich = "/".join(_IMMICH_PAIR[task])
+def place(session, immich: str, task: str, model: str) -> Placement:
     try:
         recipe = session.resolve(task, model)
     except HailoImmichError as exc:
@@ -56,5 +58,5 @@ def place(session, task: str, model: str) -> Placement:
 
 
 def default_placement(session) -> list[Placement]:
-    """One row per (task, Immich default model name), in Immich's task order."""
-    return [place(session, task, model) for task, models in IMMICH_DEFAULT_MODELS.items() for model in models]
+    """One row per (Immich task/type, default model name), in the registry's order."""
+    return [place(session, immich, task, model) for immich, task, model in default_models()]

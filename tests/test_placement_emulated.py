@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import ModelMissingError
-from hailo_immich_cli.faces import analyze_faces
+from hailo_immich_cli.faces.pipeline import analyze_faces
 from hailo_immich_cli.placement import default_placement
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.server.app import health_report
 from hailo_immich_cli.server.state import ServerState
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, threshold_for
-from tests.helpers.faces import make_arcface_like_onnx
+from hailo_immich_cli.testkit.face_models import make_arcface_like_onnx
 from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
 
 

@@ -17,10 +17,11 @@ from hailo_immich_cli.doctor.probes import SERVICE_NAME, Probes
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
 from hailo_immich_cli.hef import ARCH_LABELS, HefFormatError, read_hef
 from hailo_immich_cli.model_files import ModelFiles, sha256_of
-from hailo_immich_cli.placement import IMMICH_DEFAULT_MODELS
-from hailo_immich_cli.recipes import TASKS, Recipe, RecipeBook
+from hailo_immich_cli.placement import default_models
+from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
+from hailo_immich_cli.tasks import recipe_tasks
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 
@@ -73,14 +74,17 @@ def configured_recipes(settings: Settings, book: RecipeBook) -> list[Recipe]:
     refused names are left out (placement says why)."""
     session = planning_session(settings, book)
     chosen: dict[str, Recipe] = {}
-    for task in TASKS:
-        for name in (None, *IMMICH_DEFAULT_MODELS.get(task, ())[:1]):
+    immich_default: dict[str, str] = {}
+    for _, task, model in default_models():
+        immich_default.setdefault(task, model)  # Immich's default name of the task, not the other packs
+    for task in recipe_tasks():
+        for name in (None, immich_default.get(task)):
             try:
                 recipe = session.resolve(task, name)
             except HailoImmichError:
                 continue
             chosen.setdefault(recipe.id, recipe)
-    return sorted(chosen.values(), key=lambda r: (TASKS.index(r.task), r.id))
+    return sorted(chosen.values(), key=lambda r: (recipe_tasks().index(r.task), r.id))
 
 
 # ---- the checks ---------------------------------------------------------------------------------

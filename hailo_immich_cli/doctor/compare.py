@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hailo_immich_cli import clip
+from hailo_immich_cli.clip import pipeline as clip
 from hailo_immich_cli.doctor.hypotheses import Hypothesis, hypotheses_for
 from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, LABELS, PROMPTS, all_samples, photos
 from hailo_immich_cli.errors import HailoImmichError
-from hailo_immich_cli.face_detect import run_detector
-from hailo_immich_cli.face_embed import aligned_crops, embed_crops
-from hailo_immich_cli.ocr import read_text
+from hailo_immich_cli.faces.detect import run_detector
+from hailo_immich_cli.faces.embed import aligned_crops, embed_crops
+from hailo_immich_cli.ocr.pipeline import read_text
 from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings

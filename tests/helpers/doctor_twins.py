@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from hailo_immich_cli.doctor.samples import photos
-from hailo_immich_cli.face_detect import letterbox_image, plan_letterbox
+from hailo_immich_cli.faces.detect import letterbox_image, plan_letterbox
 from hailo_immich_cli.recipes import Recipe
-from tests.helpers.onnx_build import save_graph
+from hailo_immich_cli.testkit.onnx_build import save_graph
 
 STRIDES = (8, 16, 32)
 CANVAS = 640
