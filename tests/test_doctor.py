@@ -17,7 +17,6 @@ from hailo_immich_cli.doctor.checks import all_passed, run_checks
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
 from tests.helpers.fake_machine import FakeMachine
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from hailo_immich_cli.doctor.compare import run_compare
 from hailo_immich_cli.doctor.samples import text_page
 from hailo_immich_cli.recipes import RecipeBook
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, swapped_outputs, threshold_for
-from tests.helpers.hailo import hailo_double, make_hailo_session, write_recipe_hef  # noqa: F401  (fixture)
+from tests.helpers.hailo import make_hailo_session, write_recipe_hef
 
 DETECTOR, REFERENCE = "scrfd-10g-hailo8", "buffalo_l-detection-cpu"
 
@@ -140,7 +140,6 @@ def clip_text_assets(tmp_path_factory):
 ])
 def test_clip_text_positional_embedding_and_layer_norm(hailo_double, tmp_path: Path, clip_text_assets, on_host: bool, on_chip: bool,
                                                        ln_outside: bool, cause, fix) -> None:
-    from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from tests.helpers.doctor_twins import textnet_cpu_recipe, textnet_onnx
 
@@ -159,12 +158,8 @@ def test_clip_text_positional_embedding_and_layer_norm(hailo_double, tmp_path: P
     twin = net.twin(layer_in, layer_out, add_positional=on_chip, length=77)
     tokens = weights["token_embedding"][np.random.default_rng(1).integers(0, 49408, (8, 77))].reshape(8, 1, 77, 512)
     book = RecipeBook([*(r for r in book if r.id != TEXT), recipe, reference])
-    try:
-        with make_hailo_session([recipe], {TEXT: twin}, tmp_path, book=book, calibration={TEXT: {layer_in: tokens}}) as session:
-            (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(TEXT)])
-    finally:
-        with clip._RESOURCES_LOCK:
-            clip._RESOURCES.clear()  # hundreds of MB of weights
+    with make_hailo_session([recipe], {TEXT: twin}, tmp_path, book=book, calibration={TEXT: {layer_in: tokens}}) as session:
+        (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(TEXT)])
     if cause is None:
         assert row["verdict"] == "agree" and row["metrics"]["text cosine"] >= 0.95, row
         return
@@ -306,13 +301,9 @@ def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, clip_text_asset
     twin = base if mode == "faithful" else (lambda inputs: base({k: v[..., ::-1] for k, v in inputs.items()}))
     frames = clip.prepare_images(hailo, [s.rgb for s in all_samples()]).astype(np.float32)
     book = RecipeBook([*(r for r in book if r.id != hailo.id), hailo, reference, text_reference])
-    try:
-        with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
-                                calibration={hailo.id: {layer_in: np.concatenate([frames, frames[..., ::-1]])}}) as session:
-            (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
-    finally:
-        with clip._RESOURCES_LOCK:
-            clip._RESOURCES.clear()
+    with make_hailo_session([hailo], {hailo.id: twin}, tmp_path, book=book,
+                            calibration={hailo.id: {layer_in: np.concatenate([frames, frames[..., ::-1]])}}) as session:
+        (row,) = run_compare(session.settings, session.recipes, [session.recipes.get(hailo.id)])
     if mode == "faithful":
         assert row["verdict"] == "agree" and row["metrics"]["image cosine"] >= 0.99, row
         assert row["metrics"]["zero-shot top-1 agreement"] == 1.0

@@ -19,7 +19,7 @@ from hailo_immich_cli.server.app import health_report
 from hailo_immich_cli.server.state import ServerState
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, threshold_for
 from hailo_immich_cli.testkit.face_models import make_arcface_like_onnx
-from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from tests.helpers.hailo import make_hailo_session
 
 
 def _host(tmp_path: Path):
