@@ -78,6 +78,7 @@ ENV HAILO_IMMICH_BACKEND=cpu
 # ---- build-hailo: add HailoRT (wheel + libhailort from hailort/, Hailo Developer Zone) ----
 FROM deps AS build-hailo
 ARG HAILORT_VERSION=4.23.0
+COPY docker/hailort-requirements.txt /tmp/hailort-requirements.txt
 COPY hailort/ /hailort/
 RUN set -eu; \
     mkdir -p /opt/hailort-lib; \
@@ -91,14 +92,12 @@ RUN set -eu; \
     fi; \
     if ls /wheelhouse/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; fi; \
     /opt/hailo-immich/bin/pip install --quiet --no-deps "$wheel"; \
-    /opt/hailo-immich/bin/pip install --quiet argcomplete contextlib2 future netaddr; \
+    /opt/hailo-immich/bin/pip install --quiet -r /tmp/hailort-requirements.txt; \
     deb=$(ls /hailort/hailort_"${HAILORT_VERSION}"_*.deb 2>/dev/null | head -n 1 || true); \
     if [ -n "$deb" ]; then \
         dpkg-deb -x "$deb" /tmp/hailort-deb; \
         find /tmp/hailort-deb -name 'libhailort.so*' -exec cp -P {} /opt/hailort-lib/ \; ; \
     fi; \
-    LD_LIBRARY_PATH=/opt/hailort-lib /opt/hailo-immich/bin/python3 -c "import hailo_platform" \
-      || { echo "error: hailo_platform does not import; put hailort_${HAILORT_VERSION}_<arch>.deb (libhailort) beside the wheel in hailort/" >&2; exit 1; }; \
     slim-venv
 
 # ---- hailo (default): the hailo backend when HailoRT was given, else the CPU backend (said loudly) ----
@@ -109,3 +108,8 @@ COPY --from=build-hailo /opt/hailo-immich /opt/hailo-immich
 COPY --from=app /opt/app/ /opt/hailo-immich/
 ENV LD_LIBRARY_PATH=/opt/hailort-lib
 LABEL io.hailo-immich.hailort-version=${HAILORT_VERSION}
+# HailoRT, when given, must import here (its library comes from the .deb).
+RUN if python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("hailo_platform") is None)'; then \
+        python3 -c "import hailo_platform" || { echo "error: hailo_platform does not import; put" \
+            "hailort_${HAILORT_VERSION}_<arch>.deb (libhailort) beside the wheel in hailort/" >&2; exit 1; }; \
+    fi

