@@ -93,6 +93,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- 1. Docker and debootstrap ----
+export PATH=$PATH:/usr/sbin:/sbin                   # dockerd and debootstrap live there
 command -v docker >/dev/null 2>&1 || [ "$(id -u)" = 0 ] || skip "no docker client, and not root to install one"
 own_daemon=true
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
@@ -116,7 +117,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
     || skip "apt-get install ${missing[*]} failed"
 fi
-export PATH=$PATH:/usr/sbin:/sbin
 step_done install
 
 # ---- 2. dockerd ----
