@@ -49,7 +49,7 @@ def clip_tokenizer_json(vocab_gz: Path, out: Path) -> Path:
     CLIP split regex, byte-level BPE with '</w>', SOT/EOT post-processor), built with `tokenizers`."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    from hailo_immich_cli.tokenizers import byte_alphabet
+    from hailo_immich_cli.clip.tokenizers import byte_alphabet
 
     lines = gzip.decompress(vocab_gz.read_bytes()).decode("utf-8").split("\n")[1:48895]
     merges = [tuple(line.split()) for line in lines]
