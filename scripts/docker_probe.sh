@@ -24,7 +24,6 @@
 # (default ~/.cache/hailo-immich/docker); a second run downloads nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
 PYTHON=${PYTHON:-python3}
 CACHE=${HAILO_IMMICH_DOCKER_CACHE:-$HOME/.cache/hailo-immich/docker}
 RUNDIR=/run/hailo-immich-probe
@@ -41,9 +40,24 @@ TIMINGS=()
 
 log() { printf '[docker-probe %4ds] %s\n' $(( $(date +%s) - START )) "$*"; }
 step_done() { local now; now=$(date +%s); TIMINGS+=("$1 $(( now - STEP_START ))s"); STEP_START=$now; }
-fail() { log "FAILED: $*"; exit 1; }
+fail() { log "FAILED: $*" >&2; exit 1; }    # stderr: also seen from inside $(...)
 pip_download() {  # the host's pip, minus its notes about missing local index folders
   "$PYTHON" -m pip download --quiet --disable-pip-version-check "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
+
+# An Immich-shaped /predict: the entries JSON, then the picture as Immich's server sends it.
+predict() {
+  curl -fsS --max-time 120 -F "entries=$1" -F "image=@$2;filename=blob;type=application/octet-stream" "$URL/predict" \
+    || { docker logs "$CONTAINER" 2>&1 | tail -n 20 >&2; fail "/predict $1 failed"; }
+}
+# A test picture drawn by Python inside the image (OpenCV, NumPy and the testkit are there).
+draw() { docker run --rm --network host --entrypoint python3 "$IMAGE" -c "$1" >"$2"; }
+wait_for_ping() {
+  for _ in $(seq 1 120); do
+    curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1 && return 0
+    [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "container exited"; }
+    sleep 0.5
+  done
 }
 
 required=false
@@ -286,11 +300,7 @@ CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" -v "$CACHE_VOLU
   --health-interval 2s --health-timeout 3s --health-start-period 60s "$IMAGE")
 log "container ${CONTAINER:0:12} serving on 127.0.0.1:$port"
 URL="http://127.0.0.1:$port"
-for _ in $(seq 1 120); do
-  curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1 && break
-  [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "container exited"; }
-  sleep 0.5
-done
+wait_for_ping
 step_done start
 
 # ---- 6. probes ----
@@ -298,17 +308,13 @@ pong=$(curl -fsS --max-time 5 "$URL/ping") || { docker logs "$CONTAINER" 2>&1 | 
 [ "$pong" = pong ] || fail "/ping answered '$pong', not 'pong'"
 log "/ping: $pong"
 
-image_file=$(mktemp --suffix .png)
-docker run --rm --network host --entrypoint python3 "$IMAGE" -c '
+draw '
 import sys, cv2, numpy as np
 canvas = np.full((200, 900, 3), 255, np.uint8)
 cv2.putText(canvas, "HAILO IMMICH 2026", (30, 120), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (0, 0, 0), 5, cv2.LINE_AA)
 sys.stdout.buffer.write(cv2.imencode(".png", canvas)[1].tobytes())
-' >"$image_file"
-entries='{"ocr":{"detection":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.5,"maxResolution":736}},"recognition":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.8}}}}'
-ocr=$(curl -fsS --max-time 120 -F "entries=$entries" -F "image=@$image_file;filename=blob;type=application/octet-stream" "$URL/predict") \
-  || { rm -f "$image_file"; docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "OCR /predict failed"; }
-rm -f "$image_file"
+' "$CONTEXT_DIR/text.png"
+ocr=$(predict '{"ocr":{"detection":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.5,"maxResolution":736}},"recognition":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.8}}}}' "$CONTEXT_DIR/text.png")
 printf '%s' "$ocr" | "$PYTHON" -c '
 import json, sys
 answer = json.load(sys.stdin)
@@ -333,17 +339,13 @@ metrics=$(curl -fsS --max-time 10 "$URL/metrics") || fail "/metrics did not answ
 printf '%s\n' "$metrics" | grep -q '^# TYPE ' || fail "/metrics is not Prometheus text"
 log "/metrics: $(printf '%s\n' "$metrics" | grep -c '^# TYPE ') metric families"
 
-face_file=$(mktemp --suffix .jpg)
-docker run --rm --network host --entrypoint python3 "$IMAGE" -c '
+draw '
 import sys
 from hailo_immich_cli.testkit.face_models import blob_image
 from hailo_immich_cli.testkit.requests import jpeg
 sys.stdout.buffer.write(jpeg(blob_image(600, 800, seed=1400), quality=80))
-' >"$face_file"
-entries='{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.5}},"recognition":{"modelName":"buffalo_l"}}}'
-faces=$(curl -fsS --max-time 120 -F "entries=$entries" -F "image=@$face_file;filename=blob;type=application/octet-stream" "$URL/predict") \
-  || { rm -f "$face_file"; docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "faces /predict from the read-only Immich cache failed"; }
-rm -f "$face_file"
+' "$CONTEXT_DIR/faces.jpg"
+faces=$(predict '{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.5}},"recognition":{"modelName":"buffalo_l"}}}' "$CONTEXT_DIR/faces.jpg")
 printf '%s' "$faces" | "$PYTHON" -c '
 import json, sys
 faces = json.load(sys.stdin)["facial-recognition"]
@@ -374,11 +376,7 @@ CONTAINER=""
 
 # The hailo image: HailoRT (emulated) is found and the hailo backend is the active one.
 CONTAINER=$(docker run -d --network host -v "$VOLUME:/models:ro" -e IMMICH_HOST=127.0.0.1 -e IMMICH_PORT="$port" "$IMAGE-hailo")
-for _ in $(seq 1 120); do
-  curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1 && break
-  [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "hailo container exited"; }
-  sleep 0.5
-done
+wait_for_ping
 health=$(curl -fsS --max-time 10 "$URL/health") || { docker logs "$CONTAINER" 2>&1 | tail -n 20; fail "/health of the hailo image did not answer"; }
 printf '%s' "$health" | "$PYTHON" -c '
 import json, sys
