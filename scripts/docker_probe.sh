@@ -13,7 +13,8 @@
 #      (mounted read-only), fetched into it by the image itself from host-downloaded wheels, and an
 #      Immich model cache (a buffalo_l pack in Immich's layout) mounted read-only;
 #   6. check /ping, /health, /metrics, one Immich-shaped OCR /predict and one faces /predict
-#      (buffalo_l, served from the read-only cache), that it runs as non-root,
+#      (buffalo_l, served from the read-only cache), that it runs as non-root and opens a device
+#      node as /dev/hailo0 through its group (--group-add),
 #      that nothing was fetched at start-up, and that the Docker healthcheck turns healthy; then
 #      that the hailo image starts on the hailo backend (EMULATED Hailo-8);
 #   7. stop the container and dockerd by pid (always, through the exit trap).
@@ -352,6 +353,19 @@ faces = json.load(sys.stdin)["facial-recognition"]
 assert len(faces) == 3 and all(len(json.loads(f["embedding"])) == 512 for f in faces), faces
 print("faces /predict (buffalo_l from the read-only Immich cache):", len(faces), "faces, 512-d embeddings")
 ' || fail "faces answer is wrong: $faces"
+
+# /dev/hailo0 for the non-root user: a character device (the null device's numbers) owned by a
+# group, mode 660, passed through as /dev/hailo0. Without that group the entrypoint must say what
+# to add; with --group-add the user opens it.
+device_gid=4711
+mknod "$CONTEXT_DIR/hailo0" c 1 3 && chown "root:$device_gid" "$CONTEXT_DIR/hailo0" && chmod 660 "$CONTEXT_DIR/hailo0" \
+  || fail "could not make a stand-in device node"
+denied=$(docker run --rm --network host --device "$CONTEXT_DIR/hailo0:/dev/hailo0" "$IMAGE" sh -c 'cat /dev/hailo0 && echo opened' 2>&1 || true)
+printf '%s' "$denied" | grep -q "add the device's group to the container.*group_add: \[\"$device_gid\"\]" \
+  || fail "without the device's group the entrypoint did not say what to add: $denied"
+opened=$(docker run --rm --network host --device "$CONTEXT_DIR/hailo0:/dev/hailo0" --group-add "$device_gid" "$IMAGE" sh -c 'cat /dev/hailo0 && echo opened' 2>&1)
+[ "$opened" = opened ] || fail "with --group-add $device_gid the user could not open /dev/hailo0: $opened"
+log "/dev/hailo0 (group $device_gid, 660): refused with advice without the group, opened with --group-add"
 
 uid=$(docker exec "$CONTAINER" id -u)
 serve_uid=$(docker exec "$CONTAINER" stat -c %u /proc/1)
