@@ -264,6 +264,21 @@ def test_documented_metrics_exist() -> None:
     assert not unknown, f"metrics in docs/operations.md that the server does not export: {unknown}"
 
 
+def test_documented_json_and_yaml_examples_parse() -> None:
+    import json
+
+    blocks = re.findall(r"```(json|yaml)\n(.*?)```", DOCS.read_text(), re.S)
+    assert {kind for kind, _ in blocks} == {"json", "yaml"}, "the Grafana panel (json) and scrape config (yaml) are gone"
+    for kind, body in blocks:
+        if kind == "json":
+            panel = json.loads(body)
+            assert all("expr" in t for t in panel["targets"])
+        else:
+            yaml = pytest.importorskip("yaml", reason="PyYAML parses the YAML examples")
+            config = yaml.safe_load(body)
+            assert config["scrape_configs"][0]["metrics_path"] == "/metrics"
+
+
 # ---- docker-compose.yml ----------------------------------------------------------------------
 
 def test_compose_example_is_a_drop_in_with_real_settings() -> None:
