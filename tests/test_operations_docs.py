@@ -96,10 +96,10 @@ def documented_default(cell: str) -> str:
 
 
 def _literal(value: Any) -> str:
-    if value is None or value is False or value == {} or value == "":
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or value == {} or value == "":
         return "unset"
-    if value is True:
-        return "1"
     return str(value)
 
 
@@ -133,7 +133,7 @@ def entrypoint_defaults() -> dict[str, str]:
 
 def env_names_read_in_package() -> set[str]:
     """Names read through os.environ / os.getenv anywhere in the package, or as a flag's `envvar`."""
-    pattern = re.compile(r"""(?:environ\.get|getenv|environ\[)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
+    pattern = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
     names = {name for path in PACKAGE.rglob("*.py") for name in pattern.findall(path.read_text())}
     for command in get_command(app).commands.values():  # type: ignore[attr-defined]
         for param in command.params:
