@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hailo_immich_cli.batch.search import Hit, Index
+from hailo_immich_cli.batch.store import database_errors
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.imaging import decode_image
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
         ocr: Optional[str] = typer.Option(None, "--ocr", help="Words written in the photo (full-text search)"),
         like: Optional[Path] = typer.Option(None, "--like", help="Photos that look like this image"),
         face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
-        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
+        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results (at least 1)"),
         model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
         as_json: bool = typer.Option(False, "--json", help="JSON array on stdout"),
         paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
@@ -43,34 +44,42 @@ def register(app: typer.Typer) -> None:
         if as_json and paths_only:
             raise BadInputError("--json and --paths exclude each other")
         settings = load_settings(backend=backend, models_dir=models_dir)
-        index = Index(db)
-        session = None
-        try:
-            if ocr is not None:
-                hits = index.ocr(ocr, top, model)
-                mode = "ocr"
-            else:
-                if remote:
-                    from hailo_immich_cli.batch.remote import RemoteQueryEncoder
-
-                    encoder = RemoteQueryEncoder([u.strip() for u in remote.split(",") if u.strip()])
-                else:
-                    from hailo_immich_cli.batch.search import LocalQueryEncoder
-                    from hailo_immich_cli.session import SessionManager
-
-                    session = SessionManager(settings)
-                    encoder = LocalQueryEncoder(session)
-                if text is not None:
-                    hits, mode = index.text(encoder, text, top, model), "text"
-                elif like is not None:
-                    hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
-                else:
-                    hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
-        finally:
-            index.close()
-            if session is not None:
-                session.close()
+        with database_errors(db):
+            hits, mode = _search(db, settings, text, ocr, like, face, top, model, remote)
         _print(hits, mode, as_json, paths_only)
+
+
+def _search(db: Path, settings, text: str | None, ocr: str | None, like: Path | None, face: Path | None, top: int,
+            model: str | None, remote: str | None) -> tuple[list[Hit], str]:
+    """Run the one query mode; the caller maps SQLite errors to one clear line."""
+    index = Index(db)
+    session = None
+    try:
+        if ocr is not None:
+            hits = index.ocr(ocr, top, model)
+            mode = "ocr"
+        else:
+            if remote:
+                from hailo_immich_cli.batch.remote import RemoteQueryEncoder
+
+                encoder = RemoteQueryEncoder([u.strip() for u in remote.split(",") if u.strip()])
+            else:
+                from hailo_immich_cli.batch.search import LocalQueryEncoder
+                from hailo_immich_cli.session import SessionManager
+
+                session = SessionManager(settings)
+                encoder = LocalQueryEncoder(session)
+            if text is not None:
+                hits, mode = index.text(encoder, text, top, model), "text"
+            elif like is not None:
+                hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
+            else:
+                hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
+    finally:
+        index.close()
+        if session is not None:
+            session.close()
+    return hits, mode
 
 
 def _load(path: Path, max_pixels: int):
