@@ -371,7 +371,8 @@ uid=$(docker exec "$CONTAINER" id -u)
 serve_uid=$(docker exec "$CONTAINER" stat -c %u /proc/1)
 [ "$uid" != 0 ] && [ "$serve_uid" != 0 ] || fail "the container runs as root (exec uid $uid, pid 1 uid $serve_uid)"
 log "non-root: uid $uid ($(docker exec "$CONTAINER" id -un)), pid 1 uid $serve_uid"
-if docker logs "$CONTAINER" 2>&1 | grep -E -i 'fetch-models|pip download|fetched ' >/dev/null; then
+# fetch-models' own output (not advice that names the command): what a start-up fetch prints.
+if docker logs "$CONTAINER" 2>&1 | grep -E '^(fetched|FAILED) |files ready in|^hailo-immich-entrypoint: fetch-models' >/dev/null; then
   fail "the container fetched something at start-up"
 fi
 log "start-up fetched nothing (models volume mounted read-only)"
