@@ -37,6 +37,15 @@ class BenchJob:
 
 
 @dataclass(frozen=True)
+class ImmichStep:
+    """What /predict needs to know about one (task, type) pair, looked up once per entry."""
+
+    recipe_task: str
+    text: bool  # fed text, not an image
+    int_options: tuple[tuple[str, int], ...]  # integer options and their minimum
+
+
+@dataclass(frozen=True)
 class Task:
     """What every task declares; its package subclasses it with the pipeline-facing methods.
 
@@ -105,6 +114,13 @@ def recipe_tasks() -> tuple[str, ...]:
 def immich_pairs() -> dict[tuple[str, str], str]:
     """Immich's (task, type) pairs in /predict entries -> the recipe task each one runs."""
     return {(t.immich_task, type_): rt for t in registry() for type_, rt in t.steps.items()}
+
+
+@lru_cache(maxsize=None)
+def immich_steps() -> dict[tuple[str, str], ImmichStep]:
+    """The same pairs with what the request path checks (built once: no registry scan per request)."""
+    return {(t.immich_task, type_): ImmichStep(rt, type_ in t.text_types, tuple(t.int_options.get(type_, {}).items()))
+            for t in registry() for type_, rt in t.steps.items()}
 
 
 @lru_cache(maxsize=None)

@@ -151,3 +151,20 @@ def test_configured_task_recipe_wins_when_it_reproduces_the_name(cpu_models, rec
 def test_per_task_backend_is_read_from_env():
     settings = Settings.load(env={"HAILO_IMMICH_MODEL_BACKENDS": "face-recognition=cpu, ocr-detection=hailo"})
     assert settings.model_backends == {"face-recognition": "cpu", "ocr-detection": "hailo"}
+
+
+def test_host_resources_live_on_the_loaded_model(cpu_models, recipe_book):
+    """The OCR charset is built once per loaded model and goes with the session (no module-global cache)."""
+    from hailo_immich_cli.ocr.pipeline import read_text
+    from hailo_immich_cli.testkit.ocr_samples import render_lines
+
+    rgb = render_lines(["Harbour Market"], (480, 120), font_size=40, origin=(20, 30))
+    with SessionManager(cpu_models, recipe_book) as session:
+        assert [line.text for line in read_text(session, rgb).lines] == ["Harbour Market"]
+        rec = session.resolve("ocr-recognition")
+        charset = session.model(rec.id).host_resource("charset", lambda: pytest.fail("built twice"))
+        assert len(charset) == 18385 and charset[-1] == " "
+    built: list[int] = []
+    with SessionManager(cpu_models, recipe_book) as session:
+        fresh = session.model(rec.id).host_resource("charset", lambda: built.append(1) or ("<blank>",))
+    assert built == [1] and fresh == ("<blank>",)

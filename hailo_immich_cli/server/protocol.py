@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from hailo_immich_cli.resolve import NoDefault, NotServed, for_request
 from hailo_immich_cli.server.jsonfmt import dumps
-from hailo_immich_cli.tasks import by_immich_task, detect_then_recognize, immich_pairs
+from hailo_immich_cli.tasks import by_immich_task, detect_then_recognize, immich_steps
 
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -127,6 +127,7 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
     if not isinstance(request, dict):
         raise invalid_format()
     entries: list[Entry] = []
+    steps = immich_steps()
     for task, types in request.items():
         if not isinstance(types, dict):
             raise invalid_format()
@@ -141,11 +142,11 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
             options = step.get("options", {})
             if not isinstance(options, dict):
                 raise ProtocolError.detail(500, f"entries.{task}.{type_}.options must be an object")
-            recipe_task = immich_pairs().get((task, type_))
-            if recipe_task is None:
+            known = steps.get((task, type_))
+            if known is None:
                 raise ProtocolError.detail(500, f"Unknown model combination: task '{task}', type '{type_}'")
-            recipe_id = _resolve(resolve, recipe_task, task, type_, name, policy)
-            entries.append(Entry(task, type_, name, recipe_id, _check_options(task, type_, options)))
+            recipe_id = _resolve(resolve, known.recipe_task, task, type_, name, policy)
+            entries.append(Entry(task, type_, name, recipe_id, _check_options(task, type_, options, known.int_options)))
     return Plan(tuple(entries))
 
 
@@ -173,14 +174,14 @@ def _number(task: str, type_: str, options: Mapping[str, Any], key: str) -> floa
     return float(value)
 
 
-def _check_options(task: str, type_: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate the options Immich sends; unknown keys are ignored like the official service does."""
+def _check_options(task: str, type_: str, options: Mapping[str, Any], int_options: tuple[tuple[str, int], ...]) -> dict[str, Any]:
+    """Validate the options Immich sends (and the step's integer options); unknown keys are ignored like the official service does."""
     checked: dict[str, Any] = {}
     if type_ in ("detection", "recognition"):
         score = _number(task, type_, options, "minScore")
         if score is not None:
             checked["minScore"] = score
-    for key, minimum in by_immich_task()[task].int_options.get(type_, {}).items():
+    for key, minimum in int_options:
         value = _number(task, type_, options, key)
         if value is not None:
             if value < minimum:
@@ -193,8 +194,9 @@ def check_inputs(plan: Plan, has_image: bool, has_text: bool) -> None:
     """The official checks after parsing: some input, and each step fed what it can use."""
     if not has_image and not has_text:
         raise no_input()
+    steps = immich_steps()
     for entry in plan.entries:
-        needs_image = entry.type not in by_immich_task()[entry.task].text_types
+        needs_image = not steps[(entry.task, entry.type)].text
         if needs_image and not has_image:
             raise ProtocolError.detail(400, f"{entry.label} needs an image; the request has only text")
         if not needs_image and has_image:
