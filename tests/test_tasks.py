@@ -66,5 +66,5 @@ def test_request_path_table_matches_the_tasks():
     steps = tasks.immich_steps()
     assert {pair: step.recipe_task for pair, step in steps.items()} == IMMICH_CONTRACT
     assert [pair for pair, step in steps.items() if step.text] == [("clip", "textual")]
-    assert steps[("ocr", "detection")].int_options == (("maxResolution", 1),)
+    assert steps[("ocr", "detection")].int_options == (("maxResolution", 32),)  # one rule: below 32 is a 422
     assert all(not step.int_options for pair, step in steps.items() if pair != ("ocr", "detection"))
