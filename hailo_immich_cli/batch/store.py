@@ -19,9 +19,10 @@ import numpy as np
 import sqlite_utils
 import xxhash
 
+from hailo_immich_cli.batch.vector_keys import clip_key, face_key, migrate_vector_keys
 from hailo_immich_cli.errors import BadInputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TASKS = ("faces", "clip", "ocr")
 
 
@@ -136,7 +137,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys}
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -309,8 +310,8 @@ class Store:
         elif out.task == "clip":
             vec = np.asarray(out.payload, dtype=np.float32).reshape(-1)
             self.conn.execute(
-                "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding) VALUES (?, ?, ?, ?, ?)",
-                (content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec)),
+                "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding, vkey) VALUES (?, ?, ?, ?, ?, ?)",
+                (content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec), clip_key(content)),
             )
             items = 1
         elif out.task == "ocr":
@@ -337,10 +338,10 @@ class Store:
             emb = vector_blob(face.embedding) if face.embedding is not None else None
             x1, y1, x2, y2 = (float(v) * s for v in face.box)
             rows.append((content, out.model_id, detector, recognizer, out.backend, idx, x1, y1, x2, y2,
-                         float(face.score), landmarks, emb))
+                         float(face.score), landmarks, emb, face_key(content, out.model_id, idx)))
         self.conn.executemany(
-            "INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding, vkey)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return len(rows)

@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
                     selected = _tasks_with_models(session, selected, names, console)
                 engine = LocalEngine(session, selected, names)
             stats = _run(Indexer, store, engine, options, console, show=not no_progress)
+            _sync_vector_indexes(db, console, show=not no_progress)
         finally:
             if session is not None:
                 session.close()
@@ -83,6 +84,18 @@ def register(app: typer.Typer) -> None:
         _report(console, stats)
         if stats.failures:
             raise typer.Exit(1)
+
+
+def _sync_vector_indexes(db: Path, console, show: bool) -> None:
+    """Keep the search indexes in step with what this run wrote (incremental: only the changes)."""
+    from hailo_immich_cli.batch.vectors import VectorIndexUnavailable, sync_all
+    from hailo_immich_cli.commands._progress import step_progress
+
+    try:
+        with step_progress(console, show=show) as update:
+            sync_all(db, update)
+    except VectorIndexUnavailable as exc:
+        console.print(f"[yellow]vector index not updated:[/] {escape(str(exc))} (search will build it or scan exactly)", soft_wrap=True)
 
 
 def _tasks_with_models(session, tasks: tuple[str, ...], names: dict, console) -> tuple[str, ...]:

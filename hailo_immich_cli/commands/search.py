@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from hailo_immich_cli.batch.search import Hit, Index
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
+from hailo_immich_cli.commands._progress import step_progress
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.imaging import decode_image
 
@@ -29,8 +30,10 @@ def register(app: typer.Typer) -> None:
         face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
         top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
         model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
-        as_json: bool = typer.Option(False, "--json", help="JSON array on stdout"),
+        as_json: bool = typer.Option(False, "--json", help="JSON object on stdout: results, query_ms, how the query ran"),
         paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
+        exact: bool = typer.Option(False, "--exact", help="Scan every vector instead of using the vector index (slow at scale; the reference)"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar while a vector index is built"),
         remote: Optional[str] = typer.Option(None, "--remote", envvar="HAILO_IMMICH_REMOTE",
                                              help="Encode the query on /predict services (for an index built with --remote)"),
         backend: Optional[str] = BackendOption,
@@ -43,7 +46,9 @@ def register(app: typer.Typer) -> None:
         if as_json and paths_only:
             raise BadInputError("--json and --paths exclude each other")
         settings = load_settings(backend=backend, models_dir=models_dir)
-        index = Index(db)
+        console = stderr_console(settings)
+        progress_ctx = step_progress(console, show=not no_progress)
+        index = Index(db, exact=exact, progress=progress_ctx.__enter__())
         session = None
         try:
             if ocr is not None:
@@ -67,25 +72,31 @@ def register(app: typer.Typer) -> None:
                 else:
                     hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
         finally:
+            progress_ctx.__exit__(None, None, None)
             index.close()
             if session is not None:
                 session.close()
-        _print(hits, mode, as_json, paths_only)
+        if index.note:
+            console.print(f"[yellow]{escape(index.note)}[/]", soft_wrap=True)
+        summary = {"mode": mode, "method": "fts" if mode == "ocr" else index.method,
+                   "query_ms": None if index.query_ms is None else round(index.query_ms, 3)}
+        _print(hits, mode, as_json, paths_only, summary)
 
 
 def _load(path: Path, max_pixels: int):
     return decode_image(path, max_pixels=max_pixels, exif_transpose=True).rgb
 
 
-def _print(hits: list[Hit], mode: str, as_json: bool, paths_only: bool) -> None:
+def _print(hits: list[Hit], mode: str, as_json: bool, paths_only: bool, summary: dict) -> None:
     if paths_only:
         for h in hits:
             sys.stdout.write(h.path + "\n")
         return
     if as_json:
-        sys.stdout.write(json.dumps([h.as_dict() for h in hits], ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({**summary, "results": [h.as_dict() for h in hits]}, ensure_ascii=False) + "\n")
         return
-    table = Table("#", "score", "path", title=f"{len(hits)} result(s)", title_justify="left")
+    timing = f" ({summary['method']}, {summary['query_ms']:.1f} ms)" if summary.get("query_ms") is not None else ""
+    table = Table("#", "score", "path", title=f"{len(hits)} result(s){timing}", title_justify="left")
     extra = "text" if mode == "ocr" else ("box" if mode == "face" else None)
     if extra:
         table.add_column(extra)
