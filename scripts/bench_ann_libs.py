@@ -245,7 +245,7 @@ def main() -> None:
     if a.child:
         child(a.child, a.n, a.dim, a.queries, a.k, a.threads)
         return
-    print("| library | version | config | n | build s | open ms | query p50 ms | p95 ms | recall@10 | top-1 | file MB | peak RSS MB |")
+    print("| library | version | config | n | build s | open ms | query p50 ms | p95 ms | recall@10 | top-1 | file MB | RSS over data MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in a.libs.split(","):
         proc = subprocess.run([sys.executable, __file__, "--child", name, "--n", str(a.n), "--dim", str(a.dim),
@@ -260,7 +260,7 @@ def main() -> None:
             print(f"| {name} | | {r['error']} | {a.n} | | | | | | | | |", flush=True)
             continue
         print(f"| {name} | {r['version']} | {r['config']} | {r['n']} | {r['build_s']} | {r['open_ms']} | {r['query_p50_ms']} | "
-              f"{r['query_p95_ms']} | {r['recall10']} | {r['top1']} | {r['file_mb']} | {r['peak_rss_mb']} |", flush=True)
+              f"{r['query_p95_ms']} | {r['recall10']} | {r['top1']} | {r['file_mb']} | {r['rss_over_data_mb']} |", flush=True)
 
 
 if __name__ == "__main__":
