@@ -169,6 +169,16 @@ class Index:
             self.note = f"vector index unavailable, exact scan: {exc}"
             return None
 
+    def prepare_vectors(self) -> None:
+        """Make the schema ready for the vector index, or fall back to exact scans with a note saying why."""
+        if self.exact:
+            return
+        try:
+            library_version()
+            self._upgrade()
+        except VectorIndexUnavailable as exc:
+            self.exact, self.note = True, f"vector index unavailable, exact scan: {exc}"
+
     def _upgrade(self) -> None:
         """An index made by an older hailo-immich lacks vector keys: migrate it (needs write access)."""
         if self.version >= SCHEMA_VERSION:
@@ -206,16 +216,53 @@ class Index:
             return score, row[0], {}
         return score, row[0], {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
 
-    def by_vector(self, query: np.ndarray, model_id: str, k: int) -> list[Hit]:
+    def by_vector(self, query: np.ndarray, model_id: str, k: int, only: set[str] | None = None) -> list[Hit]:
+        """Top-k photos by CLIP similarity; `only` limits them to these contents (scanned exactly: a person's photos)."""
+        if only is not None:
+            self._restrict(only)
+            rows = self.conn.execute(
+                "SELECT hash, embedding FROM clip WHERE model_id = ? AND hash IN (SELECT hash FROM temp.only_hashes)", (model_id,)
+            )
+            t0 = time.perf_counter()
+            top = self._top(rows, query, k * 4 + 16, normalize=True)
+            hits = self._expand([(s, r[0], {}) for s, r in top], model_id, k)
+            self.method, self.query_ms = "exact", (time.perf_counter() - t0) * 1000
+            return hits
+
         def rows():
             return self.conn.execute("SELECT hash, embedding FROM clip WHERE model_id = ?", (model_id,))
 
         return self._nearest("clip", model_id, query, k, rows)
 
-    def text(self, encoder: QueryEncoder, query: str, k: int, model: str | None = None) -> list[Hit]:
+    def _restrict(self, hashes: set[str]) -> None:
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS only_hashes (hash TEXT PRIMARY KEY)")
+        self.conn.execute("DELETE FROM temp.only_hashes")
+        self.conn.executemany("INSERT OR IGNORE INTO temp.only_hashes VALUES (?)", ((h,) for h in hashes))
+
+    # ---- people ---------------------------------------------------------------------------------
+    def person(self, who: str) -> tuple[int, str, dict[str, list[list[float]]]]:
+        """(person id, recognizer, content hash -> that person's face boxes) for an id or a name."""
+        from hailo_immich_cli.batch import people
+
+        if self.version < 3:
+            raise BadInputError("this index has no people yet: run `hailo-immich people DB` first")
+        pid = people.resolve(self.conn, who)
+        return pid, people.person_recognizer(self.conn, pid), people.person_photos(self.conn, pid)
+
+    def with_person(self, who: str, k: int) -> list[Hit]:
+        """Photos showing the person, most of their faces first, then by path."""
+        t0 = time.perf_counter()
+        pid, recognizer, boxes = self.person(who)
+        paths = self.paths_for(list(boxes))
+        hits = [Hit(p, float(len(b)), recognizer, {"person": pid, "boxes": b}) for h, b in boxes.items() for p in paths.get(h, [])]
+        hits.sort(key=lambda h: (-h.score, h.path))
+        self.method, self.query_ms = "people", (time.perf_counter() - t0) * 1000
+        return hits[:k]
+
+    def text(self, encoder: QueryEncoder, query: str, k: int, model: str | None = None, only: set[str] | None = None) -> list[Hit]:
         visual = self.clip_model(model)
         vec, text_model = encoder.text(query, visual)
-        hits = self.by_vector(vec, visual["model_id"], k)
+        hits = self.by_vector(vec, visual["model_id"], k, only=only)
         for h in hits:
             h.detail["text_model"] = text_model
         return hits
@@ -247,7 +294,7 @@ class Index:
 
         return self._nearest("faces", recognizer_id, vec, k, rows)
 
-    def ocr(self, words: str, k: int, model: str | None = None) -> list[Hit]:
+    def ocr(self, words: str, k: int, model: str | None = None, only: set[str] | None = None) -> list[Hit]:
         terms = [w for w in words.split() if w.strip()]
         if not terms:
             raise BadInputError("--ocr needs at least one word")
@@ -258,6 +305,9 @@ class Index:
             " FROM ocr_text_fts JOIN ocr_text t ON t.id = ocr_text_fts.rowid WHERE ocr_text_fts MATCH ?"
         )
         params: list[Any] = [match]
+        if only is not None:
+            self._restrict(only)
+            sql += " AND t.hash IN (SELECT hash FROM temp.only_hashes)"
         if model:
             sql += " AND (t.model_id = ? OR t.model_id LIKE ?)"
             params += [model, model + "%"]

@@ -19,10 +19,11 @@ import numpy as np
 import sqlite_utils
 import xxhash
 
+from hailo_immich_cli.batch.people import migrate_people
 from hailo_immich_cli.batch.vector_keys import clip_key, face_key, migrate_vector_keys
 from hailo_immich_cli.errors import BadInputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TASKS = ("faces", "clip", "ocr")
 
 
@@ -137,7 +138,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys}
+MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys, 3: migrate_people}
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:

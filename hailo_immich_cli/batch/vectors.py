@@ -34,7 +34,7 @@ EF_SEARCH = 96
 CHUNK = 16384
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
-_LIVE = "EXISTS (SELECT 1 FROM files f WHERE f.hash = v.hash AND f.deleted = 0 AND f.status = 'ok')"
+LIVE = "EXISTS (SELECT 1 FROM files f WHERE f.hash = v.hash AND f.deleted = 0 AND f.status = 'ok')"
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ class Source:
 
     def live_keys_sql(self) -> str:
         return (f"SELECT v.vkey FROM {self.table} v WHERE v.{self.model_column} = ? AND v.embedding IS NOT NULL"
-                f" AND v.vkey IS NOT NULL AND {_LIVE}")
+                f" AND v.vkey IS NOT NULL AND {LIVE}")
 
     def live_rows_sql(self) -> str:
         return (f"SELECT v.vkey, v.embedding FROM {self.table} v WHERE v.{self.model_column} = ?"
-                f" AND v.embedding IS NOT NULL AND v.vkey IS NOT NULL AND {_LIVE}")
+                f" AND v.embedding IS NOT NULL AND v.vkey IS NOT NULL AND {LIVE}")
 
     def rows_for_keys_sql(self, n: int, extra: str = "") -> str:
         return (f"SELECT v.vkey, {self.columns}, v.embedding FROM {self.table} v WHERE +v.{self.model_column} = ?"

@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
                 engine = LocalEngine(session, selected, names)
             stats = _run(Indexer, store, engine, options, console, show=not no_progress)
             _sync_vector_indexes(db, console, show=not no_progress)
+            _group_people(store, console, show=not no_progress)
         finally:
             if session is not None:
                 session.close()
@@ -96,6 +97,19 @@ def _sync_vector_indexes(db: Path, console, show: bool) -> None:
             sync_all(db, update)
     except VectorIndexUnavailable as exc:
         console.print(f"[yellow]vector index not updated:[/] {escape(str(exc))} (search will build it or scan exactly)", soft_wrap=True)
+
+
+def _group_people(store: Store, console, show: bool) -> None:
+    """New faces join their people (or start new ones) with Immich's defaults; `people` re-runs it with other settings."""
+    from hailo_immich_cli.batch.people import cluster_all
+    from hailo_immich_cli.batch.vectors import VectorIndexUnavailable
+    from hailo_immich_cli.commands._progress import step_progress
+
+    try:
+        with step_progress(console, show=show) as update:
+            cluster_all(store, progress=update)
+    except VectorIndexUnavailable as exc:
+        console.print(f"[yellow]faces not grouped into people:[/] {escape(str(exc))}", soft_wrap=True)
 
 
 def _tasks_with_models(session, tasks: tuple[str, ...], names: dict, console) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         ocr: Optional[str] = typer.Option(None, "--ocr", help="Words written in the photo (full-text search)"),
         like: Optional[Path] = typer.Option(None, "--like", help="Photos that look like this image"),
         face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
+        person: Optional[str] = typer.Option(None, "--person", help="Photos of this person (name or id from `people`); combines with --text or --ocr"),
         top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
         model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
         as_json: bool = typer.Option(False, "--json", help="JSON object on stdout: results, query_ms, how the query ran"),
@@ -41,41 +42,48 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search an index; results go to stdout (a table, --json or --paths), messages to stderr."""
         modes = [m for m in (text, ocr, like, face) if m is not None]
-        if len(modes) != 1:
-            raise BadInputError("give exactly one of --text, --ocr, --like, --face")
+        if len(modes) > 1 or (not modes and person is None):
+            raise BadInputError("give exactly one of --text, --ocr, --like, --face (or --person, alone or with --text or --ocr)")
+        if person is not None and (like is not None or face is not None):
+            raise BadInputError("--person combines with --text or --ocr only")
         if as_json and paths_only:
             raise BadInputError("--json and --paths exclude each other")
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        progress_ctx = step_progress(console, show=not no_progress)
-        index = Index(db, exact=exact, progress=progress_ctx.__enter__())
-        session = None
-        try:
-            if ocr is not None:
-                hits = index.ocr(ocr, top, model)
-                mode = "ocr"
-            else:
-                if remote:
-                    from hailo_immich_cli.batch.remote import RemoteQueryEncoder
-
-                    encoder = RemoteQueryEncoder([u.strip() for u in remote.split(",") if u.strip()])
+        with step_progress(console, show=not no_progress) as update:
+            index = Index(db, exact=exact, progress=update)
+            session = None
+            try:
+                only = None
+                if person is not None:
+                    _, _, boxes = index.person(person)
+                    only = set(boxes)
+                if person is not None and text is None and ocr is None:
+                    hits, mode = index.with_person(person, top), "person"
+                elif ocr is not None:
+                    hits = index.ocr(ocr, top, model, only=only)
+                    mode = "ocr"
                 else:
-                    from hailo_immich_cli.batch.search import LocalQueryEncoder
-                    from hailo_immich_cli.session import SessionManager
+                    if remote:
+                        from hailo_immich_cli.batch.remote import RemoteQueryEncoder
 
-                    session = SessionManager(settings)
-                    encoder = LocalQueryEncoder(session)
-                if text is not None:
-                    hits, mode = index.text(encoder, text, top, model), "text"
-                elif like is not None:
-                    hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
-                else:
-                    hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
-        finally:
-            progress_ctx.__exit__(None, None, None)
-            index.close()
-            if session is not None:
-                session.close()
+                        encoder = RemoteQueryEncoder([u.strip() for u in remote.split(",") if u.strip()])
+                    else:
+                        from hailo_immich_cli.batch.search import LocalQueryEncoder
+                        from hailo_immich_cli.session import SessionManager
+
+                        session = SessionManager(settings)
+                        encoder = LocalQueryEncoder(session)
+                    if text is not None:
+                        hits, mode = index.text(encoder, text, top, model, only=only), "text"
+                    elif like is not None:
+                        hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
+                    else:
+                        hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
+            finally:
+                index.close()
+                if session is not None:
+                    session.close()
         if index.note:
             console.print(f"[yellow]{escape(index.note)}[/]", soft_wrap=True)
         summary = {"mode": mode, "method": "fts" if mode == "ocr" else index.method,
@@ -97,7 +105,7 @@ def _print(hits: list[Hit], mode: str, as_json: bool, paths_only: bool, summary:
         return
     timing = f" ({summary['method']}, {summary['query_ms']:.1f} ms)" if summary.get("query_ms") is not None else ""
     table = Table("#", "score", "path", title=f"{len(hits)} result(s){timing}", title_justify="left")
-    extra = "text" if mode == "ocr" else ("box" if mode == "face" else None)
+    extra = {"ocr": "text", "face": "box", "person": "boxes"}.get(mode)
     if extra:
         table.add_column(extra)
     for i, h in enumerate(hits, 1):
