@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
                                            help="Largest cosine distance between duplicates (Immich's default: 0.01)"),
         model: Optional[str] = typer.Option(None, "--model", help="CLIP model id (default: the one with most vectors)"),
         as_json: bool = typer.Option(False, "--json", help="JSON object on stdout"),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the groups as a self-contained HTML page"),
         exact: bool = typer.Option(False, "--exact", help="Compare every pair instead of asking the vector index (slow at scale)"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar"),
     ) -> None:
@@ -41,12 +42,28 @@ def register(app: typer.Typer) -> None:
             with step_progress(console, show=not no_progress) as update:
                 groups, summary = find_duplicates(db, index.conn, info["model_id"], max_distance, exact=index.exact, progress=update)
             summary["backend"] = info["backend"]
+            if html is not None:
+                _page(html, db, index, groups, summary)
+                console.print(f"wrote {escape(str(html))}")
         finally:
             index.close()
         if as_json:
             sys.stdout.write(json.dumps({**summary, "groups": [g.as_dict() for g in groups]}, ensure_ascii=False) + "\n")
             return
         _table(groups, summary)
+
+
+def _page(out: Path, db: Path, index: Index, groups: list[Group], summary: dict) -> None:
+    from hailo_immich_cli.batch.html import Card, Section, write_page
+
+    sections = []
+    for i, g in enumerate(groups, 1):
+        cards = [Card(m.path, [f"{m.width}x{m.height} px, {m.size:,} bytes", f"distance {m.distance:.4f}"],
+                      badge="keep" if m.keep else None) for m in g.members]
+        sections.append(Section(f"group {i}: {len(g.members)} photos", cards))
+    write_page(out, db, index.conn, "duplicates", {"model": summary["model_id"], "backend": summary["backend"],
+                                                   "method": summary["method"], "max distance": summary["max_distance"],
+                                                   "groups": summary["groups"], "photos": summary["photos"]}, sections)
 
 
 def _table(groups: list[Group], summary: dict) -> None:

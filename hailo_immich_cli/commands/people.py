@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
                                       help="Faces (itself included) within the distance for a face to start a person (Immich: 3)"),
         model: Optional[str] = typer.Option(None, "--model", help="Recognition model id (default: the one with most faces)"),
         as_json: bool = typer.Option(False, "--json", help="JSON object on stdout"),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the people as a self-contained HTML page"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar"),
     ) -> None:
         """Group new faces into people (existing people never reshuffle), then list people with face counts."""
@@ -51,6 +52,9 @@ def register(app: typer.Typer) -> None:
                 pid = ppl.merge(store, merge[0], merge[1])
                 console.print(f"merged {escape(merge[1])} into person {pid}")
             listing = ppl.list_people(store.conn, recognizer)
+            if html is not None:
+                _page(html, store, recognizer, listing, max_distance, min_faces)
+                console.print(f"wrote {escape(str(html))}")
         finally:
             store.close()
         if as_json:
@@ -63,6 +67,17 @@ def register(app: typer.Typer) -> None:
             face = f"{p.face['path']} {p.face['box']}" if p.face else ""
             table.add_row(str(p.id), escape(p.name or ""), str(p.faces), str(p.photos), escape(face))
         Console(highlight=False, soft_wrap=False).print(table)
+
+
+def _page(out: Path, store: Store, recognizer: str, listing: list, max_distance: float, min_faces: int) -> None:
+    from hailo_immich_cli.batch.html import Card, Section, write_page
+
+    backend = (store.conn.execute("SELECT backend FROM models WHERE model_id = ?", (recognizer,)).fetchone() or [None])[0]
+    cards = [Card(p.face["path"], [f"{p.name or 'unnamed'} (id {p.id})", f"{p.faces} faces in {p.photos} photos"],
+                  [p.face["box"]]) for p in listing if p.face]
+    write_page(out, store.path, store.conn, "people", {"model": recognizer, "backend": backend, "max distance": max_distance,
+                                                       "min faces": min_faces, "people": len(listing)},
+               [Section(f"{len(listing)} people", cards)])
 
 
 def _pick(store: Store, wanted: str | None) -> str:

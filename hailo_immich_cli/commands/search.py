@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
         exact: bool = typer.Option(False, "--exact", help="Scan every vector instead of using the vector index (slow at scale; the reference)"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar while a vector index is built"),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as a self-contained HTML page (thumbnails, scores, face boxes)"),
         remote: Optional[str] = typer.Option(None, "--remote", envvar="HAILO_IMMICH_REMOTE",
                                              help="Encode the query on /predict services (for an index built with --remote)"),
         backend: Optional[str] = BackendOption,
@@ -80,6 +81,9 @@ def register(app: typer.Typer) -> None:
                         hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
                     else:
                         hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
+                if html is not None:
+                    _page(html, db, index, hits, mode, text or ocr or like or face or "", person)
+                    console.print(f"wrote {escape(str(html))}")
             finally:
                 index.close()
                 if session is not None:
@@ -89,6 +93,23 @@ def register(app: typer.Typer) -> None:
         summary = {"mode": mode, "method": "fts" if mode == "ocr" else index.method,
                    "query_ms": None if index.query_ms is None else round(index.query_ms, 3)}
         _print(hits, mode, as_json, paths_only, summary)
+
+
+def _page(out: Path, db: Path, index: Index, hits: list[Hit], mode: str, query: object, person: Optional[str]) -> None:
+    from hailo_immich_cli.batch.html import Card, Section, write_page
+
+    model = index.model(hits[0].model_id) if hits else {"model_id": None, "backend": None}
+    cards = []
+    for i, h in enumerate(hits, 1):
+        lines = [f"#{i} score {h.score:.4f}"]
+        if "text" in h.detail:
+            lines.append(str(h.detail["text"]))
+        boxes = h.detail.get("boxes") or ([h.detail["box"]] if "box" in h.detail else [])
+        cards.append(Card(h.path, lines, boxes))
+    title = f"search {mode}: {query}" + (f" with {person}" if person and mode != "person" else "") if query else f"photos of {person}"
+    write_page(out, db, index.conn, title, {"model": model["model_id"], "backend": model["backend"], "method": index.method,
+                                             "query ms": None if index.query_ms is None else f"{index.query_ms:.1f}",
+                                             "results": len(hits)}, [Section(f"{len(hits)} result(s)", cards)])
 
 
 def _load(path: Path, max_pixels: int):
