@@ -66,7 +66,7 @@ def _unit(blob: bytes) -> np.ndarray:
 
 def recognizers(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return conn.execute(
-        "SELECT recognizer, count(*) FROM faces WHERE recognizer IS NOT NULL AND embedding IS NOT NULL GROUP BY recognizer"
+        "SELECT recognizer, count(*) FROM faces WHERE recognizer IS NOT NULL GROUP BY recognizer"
     ).fetchall()
 
 
