@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.batch import model_env, save_image
+from tests.helpers.batch import save_image
 from tests.test_batch_index import run_cli
 
 
 @pytest.fixture(scope="module")
-def env(cpu_models, tmp_path_factory) -> dict[str, str]:
-    return model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir))
+def env(batch_env) -> dict[str, str]:
+    return batch_env
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.batch import make_library, model_env
+from tests.helpers.batch import make_library
 from tests.helpers.chromium import ARTIFACTS, Browser, chromium_binary
 from tests.test_batch_index import run_cli
 
@@ -26,8 +26,8 @@ CHECK = """JSON.stringify({
 
 
 @pytest.fixture(scope="module")
-def env(cpu_models, tmp_path_factory) -> dict[str, str]:
-    return model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir))
+def env(batch_env) -> dict[str, str]:
+    return batch_env
 
 
 @pytest.fixture(scope="module")

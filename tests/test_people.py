@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.batch.synthetic import write_faces
-from tests.helpers.batch import make_library, model_env
+from tests.helpers.batch import make_library
 from tests.test_batch_index import run_cli
 
 REC_A, REC_B = "test-arcface-cpu@aaaa", "other-arcface-cpu@bbbb"
@@ -138,8 +138,8 @@ def test_name_and_merge(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def env(cpu_models, tmp_path_factory) -> dict[str, str]:
-    return model_env(tmp_path_factory.mktemp("models"), Path(cpu_models.models_dir))
+def env(batch_env) -> dict[str, str]:
+    return batch_env
 
 
 @pytest.mark.slow
