@@ -89,6 +89,10 @@ def test_incremental_add_and_delete_never_returns_deleted(tmp_path):
     result = sync_all(db)
     assert result[0]["added"] == 1000 and result[0]["removed"] == 0 and not result[0]["rebuilt"]
     assert sync_all(db) == []  # nothing changed since: no work at all
+    stamp = VectorIndex(db, "clip", MODEL).path.stat().st_mtime_ns
+    write_faces(db, vectors[:5], recognizer="rec@1")  # a change elsewhere: the CLIP file is not rewritten
+    assert [r["added"] for r in sync_all(db) if r["kind"] == "clip"] == [0]
+    assert VectorIndex(db, "clip", MODEL).path.stat().st_mtime_ns == stamp
 
     conn = sqlite3.connect(db)
     gone = [f"/synthetic/{i // 1000:04d}/{i:07d}.jpg" for i in (7, 3500)]
@@ -129,6 +133,11 @@ def test_damaged_index_file_is_rebuilt(tmp_path):
     assert index.by_vector(vectors[9], MODEL, 1)[0].path.endswith("0000009.jpg")
     index.close()
     assert vi.meta()["count"] == 1500
+    vi.path.write_bytes(b"\x00" * 100)  # damaged, but its record says it is fresh
+    index = Index(db)
+    assert index.by_vector(vectors[9], MODEL, 1)[0].path.endswith("0000009.jpg")
+    index.close()
+    assert vi.open_view() is not None and len(vi.open_view()) == 1500
 
 
 def test_face_indexes_are_per_recogniser(tmp_path):

@@ -159,7 +159,10 @@ def _indexed_pairs(db_path, conn, model_id: str, max_distance: float, progress: 
     if not vi.is_fresh(conn):
         vi.sync(progress)
     view = vi.open_view()
-    size = len(view)
+    if view is None:
+        vi.sync(progress, force=True)
+        view = vi.open_view()
+    size = len(view) if view is not None else 0
     if size < 2:
         return []
     count = min(NEIGHBOURS, size)

@@ -89,6 +89,9 @@ def cluster(store, recognizer: str, max_distance: float = IMMICH_MAX_DISTANCE, m
     if not vi.is_fresh(conn):
         vi.sync(progress)
     view = vi.open_view()
+    if view is None:
+        vi.sync(progress, force=True)
+        view = vi.open_view()
     view.expansion_search = max(96, NEIGHBOURS)
     label = f"grouping {len(pending)} new face(s) into people ({recognizer})"
     deferred: list[tuple[int, bytes]] = []

@@ -127,8 +127,8 @@ class VectorIndex:
         return meta is not None and meta.get("generation") == generation(conn)
 
     # ---- bringing it up to date -----------------------------------------------------------------
-    def sync(self, progress: Progress | None = None, threads: int = 0) -> dict:
-        """Add live vectors the file lacks, drop the ones no live photo has; rebuild if the file is unusable."""
+    def sync(self, progress: Progress | None = None, threads: int = 0, force: bool = False) -> dict:
+        """Add live vectors the file lacks, drop the ones no live photo has; rebuild if the file is unusable (or `force`)."""
         from usearch.index import Index as UIndex
 
         library_version()
@@ -143,45 +143,57 @@ class VectorIndex:
             try:
                 conn.execute("BEGIN")  # one snapshot: generation, keys and vectors agree
                 gen = generation(conn)
-                meta = self.meta()
+                meta = None if force else self.meta()
                 if meta is not None and meta.get("generation") == gen:
                     return {"added": 0, "removed": 0, "rebuilt": False, "count": meta.get("count", 0)}
                 started = time.monotonic()
                 wanted = np.fromiter((r[0] for r in conn.execute(self.source.live_keys_sql(), (self.model_id,))), dtype=np.uint64)
-                index, rebuilt = self._load_for_update(UIndex, meta)
-                have = np.asarray(index.keys, dtype=np.uint64) if index is not None and len(index) else np.empty(0, np.uint64)
+                have = self._keys(UIndex, meta)
+                rebuilt = have is None
+                have = np.empty(0, np.uint64) if have is None else have
                 remove = np.setdiff1d(have, wanted, assume_unique=True)
                 add = np.setdiff1d(wanted, have, assume_unique=True)
-                if index is not None and len(remove) > max(1000, len(have) // 5):  # many tombstones: a fresh graph is better
-                    index, rebuilt, add, remove = None, True, wanted, np.empty(0, np.uint64)
-                if index is not None and len(remove):
-                    index.remove(remove)
-                index = self._add(conn, index, add, rebuilt or index is None, progress, threads, UIndex)
+                if len(remove) > max(1000, len(have) // 5):  # many tombstones: a fresh graph is better
+                    rebuilt, add, remove = True, wanted, np.empty(0, np.uint64)
+                index = None
+                if not rebuilt and (len(add) or len(remove)):  # only then read the whole file into memory
+                    index = UIndex.restore(str(self.path), view=False)
+                    if len(remove):
+                        index.remove(remove)
+                if rebuilt or len(add) or len(remove):
+                    index = self._add(conn, index, add, rebuilt, progress, threads, UIndex)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
-            if index is None:
-                index = UIndex(ndim=1, metric="cos", dtype=DTYPE)
-            dim = int(index.ndim)
-            tmp = self.path.with_suffix(".tmp")
-            index.save(str(tmp))
-            os.replace(tmp, self.path)
-            meta = {"format": FORMAT, "kind": self.kind, "model_id": self.model_id, "dim": dim, "dtype": DTYPE,
-                    "generation": gen, "count": int(len(index)), "library": library_version(),
-                    "connectivity": CONNECTIVITY, "updated": time.time()}
-            tmp_meta = self.meta_path.with_suffix(".json.tmp")
-            tmp_meta.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp_meta, self.meta_path)
-            return {"added": int(len(add)), "removed": int(len(remove)), "rebuilt": bool(rebuilt or not len(have)),
-                    "count": int(len(index)), "seconds": round(time.monotonic() - started, 3)}
+            count = len(have) - len(remove) + len(add) if not rebuilt else len(add)
+            dim = meta["dim"] if meta else 0
+            if index is not None or rebuilt:
+                if index is None:
+                    index = UIndex(ndim=1, metric="cos", dtype=DTYPE)
+                dim, count = int(index.ndim), int(len(index))
+                tmp = self.path.with_suffix(".tmp")
+                index.save(str(tmp))
+                os.replace(tmp, self.path)
+            self._write_meta({"format": FORMAT, "kind": self.kind, "model_id": self.model_id, "dim": dim, "dtype": DTYPE,
+                              "generation": gen, "count": int(count), "library": library_version(),
+                              "connectivity": CONNECTIVITY, "updated": time.time()})
+            return {"added": int(len(add)), "removed": int(len(remove)), "rebuilt": bool(rebuilt),
+                    "count": int(count), "seconds": round(time.monotonic() - started, 3)}
 
-    def _load_for_update(self, UIndex, meta: dict | None):
+    def _keys(self, UIndex, meta: dict | None) -> np.ndarray | None:
+        """The keys in the file, read through a memory map (cheap); None when there is no usable file."""
         if meta is None:
-            return None, True
+            return None
         try:
-            return UIndex.restore(str(self.path), view=False), False
+            view = UIndex.restore(str(self.path), view=True)
+            return np.asarray(view.keys, dtype=np.uint64) if len(view) else np.empty(0, np.uint64)
         except Exception:  # a damaged or foreign file: rebuild it from the database
-            return None, True
+            return None
+
+    def _write_meta(self, meta: dict) -> None:
+        tmp = self.meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, self.meta_path)
 
     def _add(self, conn, index, keys: np.ndarray, full: bool, progress: Progress | None, threads: int, UIndex):
         total = len(keys)
@@ -224,9 +236,13 @@ class VectorIndex:
 
     # ---- querying -------------------------------------------------------------------------------
     def open_view(self):
+        """The file memory-mapped for queries, or None if it cannot be read."""
         from usearch.index import Index as UIndex
 
-        return UIndex.restore(str(self.path), view=True)
+        try:
+            return UIndex.restore(str(self.path), view=True)
+        except Exception:
+            return None
 
 
 class Searcher:
@@ -245,7 +261,13 @@ class Searcher:
             vi = VectorIndex(self.db_path, kind, model_id)
             if not vi.is_fresh(self.conn):
                 self.synced[key] = vi.sync(self.progress)
-            self._views[key] = vi.open_view()
+            view = vi.open_view()
+            if view is None:  # damaged behind a fresh-looking record: rebuild from the database
+                self.synced[key] = vi.sync(self.progress, force=True)
+                view = vi.open_view()
+            if view is None:
+                raise VectorIndexUnavailable(f"cannot read {vi.path}")
+            self._views[key] = view
         return self._views[key]
 
     def prepare(self, kind: str, model_id: str) -> None:
