@@ -239,7 +239,7 @@ def test_search_like_finds_the_same_photo_first(indexed, env):
     query = manifest["images"][3]
     out = json.loads(_search(db, env, "--like", query, "--json", "-k", "5").stdout)
     hits = out["results"]
-    assert out["method"] == "usearch" and out["mode"] == "like" and 0 <= out["query_ms"] < 5000
+    assert out["method"] == "usearch" and out["mode"] == "like" and 0 <= out["query_ms"] < 5000 and out["backend"] == "cpu"
     exact = json.loads(_search(db, env, "--like", query, "--json", "-k", "5", "--exact").stdout)
     assert exact["method"] == "exact" and exact["results"] == hits
     assert len(hits) == 5 and hits[0]["path"] == query and hits[0]["score"] > 0.999

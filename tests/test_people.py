@@ -75,7 +75,7 @@ def test_clusters_known_identities_incrementally_and_keeps_recognisers_apart(tmp
     first = 240
     write_faces(db, emb[:first], recognizer=REC_A, salt="a")
     out = people_cli(db)
-    assert out["recognizer"] == REC_A and out["max_distance"] == 0.5 and out["min_faces"] == 3
+    assert out["recognizer"] == REC_A and out["backend"] == "cpu" and out["max_distance"] == 0.5 and out["min_faces"] == 3
     ari = adjusted_rand_index(truth[:first], labels_of(db, REC_A, "a", first))
     assert ari >= 0.95, ari
     before = assignments(db, REC_A)

@@ -52,13 +52,15 @@ def register(app: typer.Typer) -> None:
                 pid = ppl.merge(store, merge[0], merge[1])
                 console.print(f"merged {escape(merge[1])} into person {pid}")
             listing = ppl.list_people(store.conn, recognizer)
+            backend = (store.conn.execute("SELECT backend FROM models WHERE model_id = ?", (recognizer,)).fetchone() or [None])[0]
             if html is not None:
-                _page(html, store, recognizer, listing, max_distance, min_faces)
+                _page(html, store, recognizer, backend, listing, max_distance, min_faces)
                 console.print(f"wrote {escape(str(html))}")
         finally:
             store.close()
         if as_json:
-            sys.stdout.write(json.dumps({"recognizer": recognizer, "max_distance": max_distance, "min_faces": min_faces,
+            sys.stdout.write(json.dumps({"recognizer": recognizer, "backend": backend,
+                                         "max_distance": max_distance, "min_faces": min_faces,
                                          "clustered": counts, "people": [p.as_dict() for p in listing]}, ensure_ascii=False) + "\n")
             return
         table = Table("id", "name", "faces", "photos", "representative face", title=f"{len(listing)} people ({recognizer})",
@@ -69,10 +71,10 @@ def register(app: typer.Typer) -> None:
         Console(highlight=False, soft_wrap=False).print(table)
 
 
-def _page(out: Path, store: Store, recognizer: str, listing: list, max_distance: float, min_faces: int) -> None:
+def _page(out: Path, store: Store, recognizer: str, backend: str | None, listing: list, max_distance: float,
+          min_faces: int) -> None:
     from hailo_immich_cli.batch.html import Card, Section, write_page
 
-    backend = (store.conn.execute("SELECT backend FROM models WHERE model_id = ?", (recognizer,)).fetchone() or [None])[0]
     cards = [Card(p.face["path"], [f"{p.name or 'unnamed'} (id {p.id})", f"{p.faces} faces in {p.photos} photos"],
                   [p.face["box"]]) for p in listing if p.face]
     write_page(out, store.path, store.conn, "people", {"model": recognizer, "backend": backend, "max distance": max_distance,

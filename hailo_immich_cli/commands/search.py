@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
                         hits, mode = index.like(encoder, _load(like, settings.max_image_pixels), top, model), "like"
                     else:
                         hits, mode = index.face(encoder, _load(face, settings.max_image_pixels), top, model), "face"
+                used = index.model(hits[0].model_id) if hits else {"model_id": None, "backend": None}
                 if html is not None:
                     _page(html, db, index, hits, mode, text or ocr or like or face or "", person)
                     console.print(f"wrote {escape(str(html))}")
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
         if index.note:
             console.print(f"[yellow]{escape(index.note)}[/]", soft_wrap=True)
         summary = {"mode": mode, "method": "fts" if mode == "ocr" else index.method,
-                   "query_ms": None if index.query_ms is None else round(index.query_ms, 3)}
+                   "query_ms": None if index.query_ms is None else round(index.query_ms, 3),
+                   "model_id": used["model_id"], "backend": used["backend"]}
         _print(hits, mode, as_json, paths_only, summary)
 
 
