@@ -156,12 +156,11 @@ class Index:
 
     def _searcher_for(self, kind: str, model_id: str) -> Searcher | None:
         """The vector index, synced and opened (outside the query timing), or None for an exact scan."""
+        self.prepare_vectors()
         if self.exact:
             return None
         try:
             if self._searcher is None:
-                library_version()
-                self._upgrade()
                 self._searcher = Searcher(self.path, self.conn, self.progress)
             self._searcher.prepare(kind, model_id)
             return self._searcher
