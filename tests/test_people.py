@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.batch.synthetic import write_faces
+from hailo_immich_cli.batch.vectors import VectorIndex
 from tests.helpers.batch import make_library
 from tests.test_batch_index import run_cli
 
@@ -161,6 +162,11 @@ def test_names_and_merges_survive_reindex_and_search_by_person(env, photos, tmp_
     victim = next(p for p in sorted(root.rglob("*.png")))
     victim.unlink()
     run_cli(["index", str(root), "--db", str(db), "--tasks", "faces,clip,ocr", "--no-progress"], env)
+    conn = sqlite3.connect(db)  # `index` left every vector index in step with what it wrote
+    models = [("clip", m) for (m,) in conn.execute("SELECT DISTINCT model_id FROM clip")]
+    models += [("faces", r) for (r,) in conn.execute("SELECT DISTINCT recognizer FROM faces WHERE recognizer IS NOT NULL")]
+    assert len(models) == 2 and all(VectorIndex(db, kind, m).is_fresh(conn) for kind, m in models)
+    conn.close()
     now = json.loads(run_cli(["people", str(db), "--json"], env, check=0).stdout)["people"]
     alice = next(p for p in now if p["name"] == "Alice")
     assert alice["id"] == kept[0]["id"] and alice["faces"] >= kept[0]["faces"] - 2
