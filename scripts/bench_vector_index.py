@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -98,14 +99,20 @@ def bench(n: int, workdir: Path, env: dict[str, str], model_id: str, queries: in
                            progress=lambda d, t: print(f"  writing {d}/{t}", file=sys.stderr, end="\r"))
         print(f"  wrote {n} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     exact = [run_search(db, env, "--exact") for _ in range(repeats)]
+    print(f"  exact search: {[round(r['wall_s'], 2) for r in exact]} s", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     built = sync_all(db)
     build_s = time.perf_counter() - t0
+    print(f"  index built in {build_s:.1f} s: {built}", file=sys.stderr, flush=True)
     indexed = [run_search(db, env) for _ in range(repeats)]
+    print(f"  indexed search: {[round(r['wall_s'], 2) for r in indexed]} s", file=sys.stderr, flush=True)
     rec, top1, median_ms = recall(db, model_id, vectors, queries)
     # incremental upkeep: 1% more photos, as an `index` run that found new photos would add
     extra, _ = clustered(max(1, n // 100), seed=8)
-    write_clip_library(db, extra, model_id=model_id, start=n + 10_000_000)
+    conn = sqlite3.connect(db)
+    first_free = n + 10_000_000 + conn.execute("SELECT count(*) FROM files").fetchone()[0]  # unique on every run
+    conn.close()
+    write_clip_library(db, extra, model_id=model_id, start=first_free)
     t0 = time.perf_counter()
     sync_all(db)
     inc_s = time.perf_counter() - t0
