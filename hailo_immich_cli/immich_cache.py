@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
 from hailo_immich_cli.model_files import IMPORTED_CACHE_DIR, ModelFiles
-from hailo_immich_cli.recipes import IMMICH_TASKS, Recipe, RecipeBook, parse_recipe
+from hailo_immich_cli.recipes import Recipe, RecipeBook, parse_recipe
+from hailo_immich_cli.tasks import immich_pairs
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
@@ -62,7 +63,7 @@ class CacheModel:
 
     @property
     def task(self) -> str:
-        return IMMICH_TASKS[(self.task_dir, self.type)]
+        return immich_pairs()[(self.task_dir, self.type)]
 
     @property
     def model_dir(self) -> Path:
@@ -90,7 +91,7 @@ def scan_folder(root: Path) -> list[CacheModel]:
     """Every model folder in Immich's layout under root (directory listing only)."""
     found = []
     root = Path(root)
-    for task_dir, type_ in sorted(IMMICH_TASKS):
+    for task_dir, type_ in sorted(immich_pairs()):
         base = root / task_dir
         if not base.is_dir():
             continue

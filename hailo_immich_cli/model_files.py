@@ -15,26 +15,16 @@ from hailo_immich_cli.errors import ModelCorruptError, ModelMissingError
 from hailo_immich_cli.recipes import FileSpec, Recipe
 from hailo_immich_cli.settings import Settings
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
 IMPORTED_CACHE_DIR = "immich-cache"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, cached by (path, size, mtime) so provenance costs one read per process."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_CACHE:
-            return _HASH_CACHE[key]
+    """sha256 of a file (read in full; `ModelFiles.sha256` remembers it for the session)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = value
-    return value
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -51,6 +41,20 @@ class ModelFiles:
         self.immich_cache = Path(settings.immich_cache_folder) if settings.immich_cache_folder else None
         # `fetch-models --from <Immich cache>` copies models no shipped recipe covers here, in Immich's layout.
         self.imported_cache = self.models_dir / IMPORTED_CACHE_DIR
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._hash_lock = threading.Lock()
+
+    def sha256(self, path: Path) -> str:
+        """sha256 of a file, remembered by (path, size, mtime): provenance costs one read per session."""
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        with self._hash_lock:
+            if key in self._hashes:
+                return self._hashes[key]
+        value = sha256_of(path)
+        with self._hash_lock:
+            self._hashes[key] = value
+        return value
 
     def target(self, recipe: Recipe, spec: FileSpec) -> Path:
         """Where fetch-models puts this file."""
@@ -85,7 +89,7 @@ class ModelFiles:
         if spec.size is not None and found.stat().st_size != spec.size and found == self.target(recipe, spec):
             return FileState(spec, found, "corrupt", f"size {found.stat().st_size} != {spec.size}")
         if verify_hash and spec.sha256 and found == self.target(recipe, spec):
-            actual = sha256_of(found)
+            actual = self.sha256(found)
             if actual != spec.sha256:
                 return FileState(spec, found, "corrupt", f"sha256 {actual[:12]}... != {spec.sha256[:12]}...")
         if found.suffix == ".hef":

@@ -43,13 +43,13 @@ FILE = {
     "role": _k("str"), "name": _k("str"), "sha256": _k("str"), "size": _k("int"),
     "immich_path": _k("str"), "sources": Key("tables", fields=SOURCE),
 }
-# Output roles the face detectors look up (face_detect.py); OCR roles are descriptive only.
+# Output roles the face detectors look up (faces/detect.py); OCR roles are descriptive only.
 TENSOR_ROLES = ("score", "box", "kps", "heatmap", "scale", "offset", "landmarks", "probability", "class_probabilities")
 TENSOR = {
     "name": _k("str"), "shape": _k("int_list"), "dtype": _k("str"), "layout": _k("str"),
     "role": _k("str", *TENSOR_ROLES),
-    "index": _k("int"),   # face_detect.py: output by position when export names carry no meaning
-    "stride": _k("int"),  # face_detect.py: SCRFD output's feature stride
+    "index": _k("int"),   # faces/detect.py: output by position when export names carry no meaning
+    "stride": _k("int"),  # faces/detect.py: SCRFD output's feature stride
     # What the emulated HEF of this tensor looks like (tests/helpers/hailo.py builds HEFs from
     # recipes for the hailo_platform test double); ignored by the product.
     "hef_dtype": _k("str", "uint8", "uint16"),
@@ -68,14 +68,14 @@ IMAGE_PRE = {
 PREPROCESS: dict[str, dict[str, Key]] = {
     "face-detection": {
         **IMAGE_PRE,
-        "size": _k("int_list"),       # face_detect.plan_letterbox: fixed [H, W] canvas
+        "size": _k("int_list"),       # faces.detect.plan_letterbox: fixed [H, W] canvas
         "max_side": _k("int"),        # dynamic canvas (CenterFace)
         "multiple": _k("int"),
         "letterbox": _k("str", "top-left", "center"),
     },
     "face-recognition": {
         **IMAGE_PRE,
-        "align_template": _k("points"),    # face_embed.py
+        "align_template": _k("points"),    # faces/embed.py
         "crop_size": _k("int"),
         "mean_std_from_graph": _k("bool"),
     },
@@ -90,13 +90,13 @@ PREPROCESS: dict[str, dict[str, Key]] = {
     },
     "ocr-detection": {
         **IMAGE_PRE,
-        "resize": _k("str", "short-side", "tiles"),  # ocr_det.py, ocr.py
+        "resize": _k("str", "short-side", "tiles"),  # ocr/detect.py, ocr/pipeline.py
         "max_resolution": _k("int"), "min_side": _k("int"), "multiple": _k("int"),
         "min_scale": _k("float"), "tile_overlap": _k("int"), "max_tiles": _k("int"),
     },
     "ocr-recognition": {
         **IMAGE_PRE,
-        "height": _k("int"), "width": _k("int"),  # ocr_rec.py
+        "height": _k("int"), "width": _k("int"),  # ocr/recognize.py
         "width_mode": _k("str", "dynamic", "fixed"),
         "divisor": _k("float"), "max_squeeze": _k("float"), "pad_value": _k("int"),
     },
@@ -104,28 +104,28 @@ PREPROCESS: dict[str, dict[str, Key]] = {
 
 POSTPROCESS: dict[str, dict[str, Key]] = {
     "face-detection": {
-        "kind": _k("str", "scrfd", "centerface"),  # face_detect.DECODERS
+        "kind": _k("str", "scrfd", "centerface"),  # faces.detect.DECODERS
         "layout": _k("str", "flat", "nhwc"),
         "strides": _k("int_list"), "num_anchors": _k("int"), "stride": _k("int"),
         "score_activation": _k("str", "sigmoid", "none"),  # only "sigmoid" changes anything
         "score_threshold": _k("float"), "nms_threshold": _k("float"), "nms_plus_one": _k("bool"),
-        "max_faces": _k("int"),  # faces.py
+        "max_faces": _k("int"),  # faces/pipeline.py
     },
     "face-recognition": {},
     "clip-visual": {},
     "clip-textual": {},
-    "ocr-detection": {  # ocr_db.DbParams
+    "ocr-detection": {  # ocr.binarize.DbParams
         "binary_threshold": _k("float"), "box_threshold": _k("float"), "unclip_ratio": _k("float"),
         "min_size": _k("int"), "max_candidates": _k("int"), "dilate": _k("bool"),
     },
-    "ocr-recognition": {  # ocr_ctc.py, ocr.py, server/predict.py
+    "ocr-recognition": {  # ocr/ctc.py, ocr/pipeline.py, server/predict.py
         "append_space": _k("bool"), "dictionary_offset": _k("int"), "dictionary_metadata_key": _k("str"),
         "min_score": _k("float"),
         "blank_index": _k("int", 0),  # ctc_greedy assumes the blank is class 0
     },
 }
 
-CLIP = {"pair": _k("str")}  # clip.py, batch/search.py: the paired encoder's recipe id
+CLIP = {"pair": _k("str")}  # clip/pipeline.py, batch/search.py: the paired encoder's recipe id
 TEXT = {  # clip.text_feed / text_vectors
     "feed": _k("str", "token-ids", "token-embeddings"),
     "output": _k("str", "pooled", "eot-projection"),
@@ -151,7 +151,7 @@ COMMON_TOP = {
     "id": _k("str"), "task": _k("str"), "backend": _k("str"), "description": _k("str"), "license": _k("str"),
     "default": _k("bool"), "immich_names": _k("str_list"), "hw_arch": _k("str_list"), "batch_size": _k("int"),
     "embedding_dim": _k("int"),
-    "prefer_when_present": _k("int"),  # faces.py, server/state.py: rank among present files
+    "prefer_when_present": _k("int"),  # faces/pipeline.py, server/state.py: rank among present files
     "files": Key("tables", fields=FILE),
     "inputs": Key("tables", fields=TENSOR),
     "outputs": Key("tables", fields=TENSOR),

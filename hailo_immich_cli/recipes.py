@@ -19,29 +19,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
 from hailo_immich_cli.recipe_schema import check_recipe_keys
 
-TASKS = (
-    "face-detection",
-    "face-recognition",
-    "clip-visual",
-    "clip-textual",
-    "ocr-detection",
-    "ocr-recognition",
-)
 BACKENDS = ("hailo", "cpu")
 DTYPES = ("uint8", "uint16", "float32", "int32", "int64")
 LAYOUTS = ("NHWC", "NCHW", "NC", "NHW", "NLC", "NL")
 NORMALIZE = ("on-chip", "host", "none")
 FILE_ROLES = ("model", "dictionary", "vocab", "weights", "tokenizer", "tokenizer_config", "config", "preprocess_cfg")
 
-# Immich's (task, type) pairs in /predict entries, and the recipe task each one maps to.
-IMMICH_TASKS: dict[tuple[str, str], str] = {
-    ("facial-recognition", "detection"): "face-detection",
-    ("facial-recognition", "recognition"): "face-recognition",
-    ("clip", "visual"): "clip-visual",
-    ("clip", "textual"): "clip-textual",
-    ("ocr", "detection"): "ocr-detection",
-    ("ocr", "recognition"): "ocr-recognition",
-}
 
 
 @dataclass(frozen=True)
@@ -250,8 +233,10 @@ def parse_recipe(path: Path, data: Mapping[str, Any]) -> Recipe:
     pre = r.table("preprocess")
     _check_normalisation(r, pre)
     embedding_dim = r.get("embedding_dim", int, None)
-    task = r.get("task", str, choices=TASKS)
-    if task in ("face-recognition", "clip-visual", "clip-textual") and embedding_dim is None:
+    from hailo_immich_cli.tasks import embedding_tasks, recipe_tasks
+
+    task = r.get("task", str, choices=recipe_tasks())
+    if task in embedding_tasks() and embedding_dim is None:
         raise r.fail("embedding_dim", f"is required for task {task}")
     batch_size = r.get("batch_size", int, 1)
     if batch_size < 1:

@@ -17,14 +17,12 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance
-from hailo_immich_cli.errors import BackendUnavailableError, DeviceError, HailoImmichError, UnknownModelError
+from hailo_immich_cli.errors import BackendUnavailableError, DeviceError, HailoImmichError
 from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import TASKS, Recipe, RecipeBook
+from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
-# Tasks whose output is geometry (boxes), not vectors Immich compares across models.
-DETECTION_TASKS = ("face-detection", "ocr-detection")
 
 
 @dataclass
@@ -154,53 +152,17 @@ class SessionManager:
         return self.settings.model_backends.get(task) or self.active_backend
 
     def resolve(self, task: str, name: str | None = None) -> Recipe:
-        """The recipe for a task: a recipe id, else an Immich model name, else the default.
+        """The recipe for a task: a recipe id, else an Immich model name, else the default (see resolve.py)."""
+        from hailo_immich_cli.resolve import resolve
 
-        `name` may be a recipe id (any backend: explicit wins) or an Immich model name, which
-        must be one the recipe declares it reproduces. A recipe configured for the task
-        (HAILO_IMMICH_TASK_RECIPES) is used when no name is given or when it reproduces the name;
-        for the detection tasks (boxes, not vectors Immich compares) it is used for any name.
-        For a detection task pinned to a backend (HAILO_IMMICH_MODEL_BACKENDS) with no recipe
-        there reproducing the name, that backend's default detector serves it. An embedding task
-        keeps the recipe that reproduces the name, even on another backend (other vectors would
-        not match the user's library); its provenance names that backend, and `serve` reports it
-        in /health as off-backend.
-        """
-        configured = self.settings.task_recipes.get(task)
-        if configured:
-            chosen = self.recipes.get(configured)
-            if chosen.task != task:
-                raise UnknownModelError(f"HAILO_IMMICH_TASK_RECIPES: recipe '{configured}' is for task {chosen.task}, not {task}")
-            if not name or chosen.answers_to(name) or name == configured or task in DETECTION_TASKS:
-                return chosen
-            if self.recipes.by_immich_name(task, name) and name not in {r.id for r in self.recipes}:
-                raise UnknownModelError(
-                    f"HAILO_IMMICH_TASK_RECIPES sets {configured} for {task}, which does not reproduce the Immich model "
-                    f"'{name}' (recipes that do: {', '.join(r.id for r in self.recipes.by_immich_name(task, name))})"
-                )
-        if name:
-            try:
-                recipe = self.recipes.get(name)
-            except UnknownModelError:
-                recipe = None
-            if recipe is not None:
-                if recipe.task != task:
-                    raise UnknownModelError(f"recipe '{name}' is for task {recipe.task}, not {task}")
-                return recipe
-            backend = self.backend_for_task(task)
-            matches = self.recipes.by_immich_name(task, name, backend)
-            pinned = self.settings.model_backends.get(task)
-            if pinned and task in DETECTION_TASKS and not any(r.backend == pinned for r in matches):
-                return self.recipes.default(task, pinned)
-            if matches:
-                return matches[0]
-            raise UnknownModelError(f"no recipe for {task} reproduces the Immich model '{name}'")
-        return self.recipes.default(task, self.backend_for_task(task))
+        return resolve(self, task, name)
 
     def task_backends(self) -> dict[str, dict[str, Any]]:
         """Per task: the backend it runs on and which setting decided it (for /health and reports)."""
+        from hailo_immich_cli.tasks import recipe_tasks
+
         out: dict[str, dict[str, Any]] = {}
-        for task in TASKS:
+        for task in recipe_tasks():
             pinned = self.settings.model_backends.get(task)
             entry: dict[str, Any] = {
                 "backend": pinned or self.active_backend,

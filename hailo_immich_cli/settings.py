@@ -14,11 +14,6 @@ from typing import Any, Mapping
 from hailo_immich_cli.errors import BadInputError
 
 BACKEND_CHOICES = ("auto", "hailo", "cpu")
-TASK_ALIASES = {
-    "facial-recognition": ("face-detection", "face-recognition"),
-    "clip": ("clip-visual", "clip-textual"),
-    "ocr": ("ocr-detection", "ocr-recognition"),
-}
 
 
 def _default_models_dir() -> Path:
@@ -93,15 +88,16 @@ class Settings:
     def validate(self) -> None:
         if self.backend not in BACKEND_CHOICES:
             raise BadInputError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, not '{self.backend}'")
-        from hailo_immich_cli.recipes import TASKS
+        from hailo_immich_cli.tasks import recipe_tasks
 
+        tasks = recipe_tasks()
         for task, backend in self.model_backends.items():
             if backend not in ("hailo", "cpu"):
                 raise BadInputError(f"HAILO_IMMICH_MODEL_BACKENDS: '{task}={backend}' must name hailo or cpu")
         for env_name, table in (("HAILO_IMMICH_MODEL_BACKENDS", self.model_backends), ("HAILO_IMMICH_TASK_RECIPES", self.task_recipes)):
-            unknown = sorted(set(table) - set(TASKS))
+            unknown = sorted(set(table) - set(tasks))
             if unknown:  # a typo must not silently leave a task on another backend or recipe
-                raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(TASKS)})")
+                raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(tasks)})")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
 
@@ -149,11 +145,14 @@ def _parse(field_name: str, env_name: str, raw: str, type_hint: Any) -> Any:
             pairs = [p.strip() for p in raw.split(",") if p.strip()]
             if any("=" not in p for p in pairs):
                 raise ValueError("expected task=value pairs separated by commas")
+            from hailo_immich_cli.tasks import immich_aliases
+
+            aliases = immich_aliases()
             table: dict[str, str] = {}
             for key, value in (p.split("=", 1) for p in pairs):
                 key, value = key.strip(), value.strip()
                 # Immich's task names cover both steps: facial-recognition=cpu, clip=hailo, ocr=cpu.
-                for task in TASK_ALIASES.get(key, (key,)) if field_name == "model_backends" else (key,):
+                for task in aliases.get(key, (key,)) if field_name == "model_backends" else (key,):
                     table[task] = value
             return table
         if hint.startswith("Path"):

@@ -30,10 +30,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hailo_immich_cli.ocr import read_text  # noqa: E402
+from hailo_immich_cli.ocr.pipeline import read_text  # noqa: E402
 from hailo_immich_cli.session import SessionManager  # noqa: E402
 from hailo_immich_cli.settings import Settings  # noqa: E402
-from tests.helpers.ocr import cer, normalise, read_all, render_lines, samples  # noqa: E402
+from hailo_immich_cli.testkit.ocr_samples import cer, normalise, read_all, render_lines, samples  # noqa: E402
 
 
 def photo_with_text(photo: np.ndarray, lines: list[str], size: tuple[int, int]) -> np.ndarray:

@@ -6,7 +6,7 @@
 2. Recogniser (fixed 48x320 input, 40 CTC steps): long lines split at column gaps vs squeezed to 320 px.
 
 No Hailo device is needed or used: the strategies run the ONNX weights in the HEF's fixed layouts on
-the CPU (tests/helpers/ocr_emulation.py), so this measures geometry only (text size reaching the
+the CPU (hailo_immich_cli/testkit/ocr_emulation.py), so this measures geometry only (text size reaching the
 models), not quantisation. Reference: Immich's own CPU pipeline. Score: character error rate (CER)
 of everything read against the rendered ground truth; "runs" = detector tiles per image.
 
@@ -24,10 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hailo_immich_cli.ocr import read_text  # noqa: E402
+from hailo_immich_cli.ocr.pipeline import read_text  # noqa: E402
 from hailo_immich_cli.settings import Settings  # noqa: E402
-from tests.helpers.ocr import cer, normalise, read_all, render_lines  # noqa: E402
-from tests.helpers.ocr_emulation import (  # noqa: E402
+from hailo_immich_cli.testkit.ocr_samples import cer, normalise, read_all, render_lines  # noqa: E402
+from hailo_immich_cli.testkit.ocr_emulation import (  # noqa: E402
     DET_ID, FULL_TILES_DET_ID, LETTERBOX_DET_ID, MID_TILES_DET_ID, REC_ID, REC_SQUEEZE_ID, emulation_session,
 )
 

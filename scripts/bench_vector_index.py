@@ -39,14 +39,21 @@ QUERY = "a dog on a beach"
 
 
 def model_environment(workdir: Path) -> tuple[dict[str, str], str]:
-    """The tests' CLIP stand-in models and the model id their visual encoder stores vectors under."""
+    """The CLIP stand-in models (beside links to the real CPU models) and the model id their visual encoder stores under."""
     from hailo_immich_cli.recipes import RecipeBook
     from hailo_immich_cli.session import SessionManager
     from hailo_immich_cli.settings import Settings
-    from tests.helpers.batch import model_env
+    from hailo_immich_cli.testkit.clip_models import clip_stand_ins
 
+    models = workdir / "models" / "models"
+    models.mkdir(parents=True, exist_ok=True)
     real = Path(os.environ.get("HAILO_IMMICH_MODELS_DIR") or REPO / "models")
-    env = model_env(workdir / "models", real)
+    for child in real.iterdir():
+        if child.is_dir() and not (models / child.name).exists():
+            (models / child.name).symlink_to(child.resolve())
+    if not (models / "clip-vit-b32-openai-textual-cpu" / "tokenizer.json").exists():
+        clip_stand_ins(models)
+    env = {"HAILO_IMMICH_MODELS_DIR": str(models), "HAILO_IMMICH_BACKEND": "cpu"}
     settings = Settings.load(env=env)
     with SessionManager(settings, RecipeBook.load(settings.recipes_dir)) as session:
         model_id = session.model("clip-vit-b32-openai-visual-cpu").provenance.model_id

@@ -13,6 +13,8 @@ from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
+from hailo_immich_cli.testkit.photos import sample_photos
+from tests.helpers.hailo import install_double, uninstall_double
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -68,18 +70,17 @@ def hef_fixtures(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real photos that ship inside scikit-image (no download): RGB uint8."""
-    from skimage import data
+    return sample_photos()
 
-    def rgb(img: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3])
 
-    return {
-        "astronaut": rgb(data.astronaut()),  # one face
-        "camera": rgb(data.camera()),  # one face (cameraman)
-        "chelsea": rgb(data.chelsea()),  # a cat, no face
-        "coffee": rgb(data.coffee()),  # no face
-        "page": rgb(data.page()),  # printed text
-    }
+@pytest.fixture
+def hailo_double():
+    """The emulated machine (one Hailo-8, matching driver); removed from sys.path afterwards."""
+    machine = install_double()
+    try:
+        yield machine
+    finally:
+        uninstall_double()
 
 
 @pytest.fixture(scope="session")

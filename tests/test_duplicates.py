@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.batch import save_image
+from hailo_immich_cli.testkit.photos import save_image
 from tests.test_batch_index import run_cli
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers.clip import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
+from hailo_immich_cli.testkit.clip_models import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parent.parent

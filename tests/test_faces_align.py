@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hailo_immich_cli.face_align import align_face, apply_transform, similarity_transform
+from hailo_immich_cli.faces.align import align_face, apply_transform, similarity_transform
 from tests.helpers.faces import ARCFACE_TEMPLATE, skimage_similarity
 
 

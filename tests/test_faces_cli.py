@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.helpers.faces import make_arcface_like_onnx
+from hailo_immich_cli.testkit.face_models import make_arcface_like_onnx
 
 REPO = Path(__file__).resolve().parent.parent
 

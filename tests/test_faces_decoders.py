@@ -11,18 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hailo_immich_cli.face_decoders import Detections, centerface_decode, nms, scrfd_anchor_centers, scrfd_decode_level, sort_and_suppress
-from hailo_immich_cli.face_detect import Letterbox, decode_scrfd_outputs
-from tests.helpers.faces import (
-    STRIDES,
-    PlantedFace,
-    as_hailo_nhwc,
-    as_insightface_flat,
-    encode_scrfd,
-    reference_centerface_decode,
-    reference_nms,
-    reference_scrfd_decode,
-)
+from hailo_immich_cli.faces.decoders import Detections, centerface_decode, nms, scrfd_anchor_centers, scrfd_decode_level, sort_and_suppress
+from hailo_immich_cli.faces.detect import Letterbox, decode_scrfd_outputs
+from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, as_insightface_flat, encode_scrfd
+from tests.helpers.faces import as_hailo_nhwc, reference_centerface_decode, reference_nms, reference_scrfd_decode
 
 
 def planted_faces(rng: np.random.Generator) -> list[PlantedFace]:

@@ -19,20 +19,15 @@ import onnxruntime as ort
 import pytest
 
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
-from hailo_immich_cli.face_embed import cosine_similarity
-from hailo_immich_cli.faces import analyze_faces, choose_detector, choose_recognizer
+from hailo_immich_cli.faces.embed import cosine_similarity
+from hailo_immich_cli.faces.pipeline import analyze_faces, choose_detector, choose_recognizer
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.faces import (
-    PlantedFace,
-    blob_image,
-    encode_scrfd,
-    make_arcface_like_onnx,
-    make_buffalo_like_detector_onnx,
-    reference_immich_detect,
-    reference_immich_embed,
+from hailo_immich_cli.testkit.face_models import (
+    PlantedFace, blob_image, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx,
 )
+from tests.helpers.faces import reference_immich_detect, reference_immich_embed
 
 REPO = Path(__file__).resolve().parent.parent
 

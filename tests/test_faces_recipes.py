@@ -15,17 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hailo_immich_cli.faces import analyze_faces, choose_detector, choose_recognizer
+from hailo_immich_cli.faces.pipeline import analyze_faces, choose_detector, choose_recognizer
 from hailo_immich_cli.recipes import RecipeBook
-from tests.helpers.faces import (
-    ARCFACE_TEMPLATE,
-    STRIDES,
-    PlantedFace,
-    as_hailo_nhwc,
-    blob_image,
-    encode_scrfd,
-)
-from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, blob_image, encode_scrfd
+from tests.helpers.faces import ARCFACE_TEMPLATE, as_hailo_nhwc
+from tests.helpers.hailo import make_hailo_session
 
 PACKS = ("buffalo_l", "buffalo_m", "buffalo_s", "antelopev2")
 

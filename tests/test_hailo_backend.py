@@ -23,7 +23,7 @@ from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import RecipeBook, parse_recipe
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.hailo import hailo_double, make_hailo_session, uninstall_double  # noqa: F401  (fixture)
+from tests.helpers.hailo import make_hailo_session, uninstall_double
 
 EMB_IN, EMB_OUT = "emb/input_layer1", "emb/fc1"
 PROJECTION = np.random.default_rng(7).normal(size=(3, 8)).astype(np.float32)

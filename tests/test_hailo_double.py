@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
 from tests.helpers.hef_builder import Layer, build_hef
 
 

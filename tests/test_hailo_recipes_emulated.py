@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.recipes import RecipeBook
-from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from tests.helpers.hailo import make_hailo_session
 
 HAILO_RECIPES = [r.id for r in RecipeBook.load() if r.backend == "hailo"]
 
@@ -43,7 +43,7 @@ def test_faces_end_to_end_on_emulated_hailo(hailo_double, tmp_path: Path, det_id
     """SCRFD + ArcFace Hailo recipes through analyze_faces: a face planted in the detector's maps
     comes back where it was planted; its embedding is what the recogniser HEF output for the crop
     the chip saw (raw, dequantised by HailoRT), on backend hailo. EMULATED."""
-    from hailo_immich_cli.faces import analyze_faces
+    from hailo_immich_cli.faces.pipeline import analyze_faces
     from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()

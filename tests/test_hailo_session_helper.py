@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from hailo_immich_cli.hef import read_hef
 from hailo_immich_cli.recipes import RecipeBook, parse_recipe
-from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
+from tests.helpers.hailo import make_hailo_session
 
 
 def _recipe(tmp_path: Path, rid: str, task: str = "face-recognition", default: bool = True, inputs=None, outputs=None):

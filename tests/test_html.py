@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.batch import make_library
+from hailo_immich_cli.testkit.photos import make_library
 from tests.helpers.chromium import ARTIFACTS, Browser, chromium_binary
 from tests.test_batch_index import run_cli
 

@@ -16,17 +16,17 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from hailo_immich_cli.clip import encode_images, encode_texts, tokenize
+from hailo_immich_cli.clip.pipeline import encode_images, encode_texts, tokenize
 from hailo_immich_cli.errors import UnknownModelError
-from hailo_immich_cli.face_embed import cosine_similarity
-from hailo_immich_cli.faces import analyze_faces
+from hailo_immich_cli.faces.embed import cosine_similarity
+from hailo_immich_cli.faces.pipeline import analyze_faces
 from hailo_immich_cli.immich_cache import load_recipe_book, scan_cache, scan_folder
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.faces import blob_image, reference_immich_detect, reference_immich_embed
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
-from tests.helpers.immich_cache import CLIP_MODELS, build_cache
+from hailo_immich_cli.testkit.face_models import blob_image
+from tests.helpers.faces import reference_immich_detect, reference_immich_embed
+from hailo_immich_cli.testkit.immich_cache import CLIP_MODELS, build_cache
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -372,8 +372,8 @@ def test_clip_on_hailo_faces_from_the_cache_on_cpu(hailo_double, tmp_path, cache
     from tests.helpers.hailo import make_hailo_session
 
     book = load_recipe_book(Settings.load(env={}, backend="cpu", models_dir=tmp_path / "none", immich_cache_folder=cache))
-    from hailo_immich_cli.ocr import read_text
-    from tests.helpers.ocr import render_lines
+    from hailo_immich_cli.ocr.pipeline import read_text
+    from hailo_immich_cli.testkit.ocr_samples import render_lines
 
     pins = {"clip-visual": "hailo", "face-detection": "cpu", "face-recognition": "cpu", "ocr-detection": "cpu", "ocr-recognition": "cpu"}
     with make_hailo_session(["clip-vit-b32-visual-hailo"], None, tmp_path, book=book, immich_cache_folder=cache,

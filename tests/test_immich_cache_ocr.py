@@ -12,13 +12,11 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from hailo_immich_cli.ocr.pipeline import immich_response_order, read_text
 from hailo_immich_cli.session import SessionManager
-
-pytest.importorskip("hailo_immich_cli.ocr", reason="OCR not merged yet")
-from hailo_immich_cli.ocr import immich_response_order, read_text  # noqa: E402
-from tests.helpers.ocr import render_lines, samples  # noqa: E402
-from tests.test_immich_cache import cache, cache_settings, empty_models, inside, run_cli  # noqa: F401  (fixtures)
+from hailo_immich_cli.testkit.ocr_samples import render_lines, samples
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
+from tests.test_immich_cache import cache, cache_settings, empty_models, inside, run_cli  # noqa: F401  (fixtures)
 
 
 @pytest.fixture()

@@ -16,15 +16,13 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from hailo_immich_cli.face_embed import cosine_similarity
-from tests.helpers.faces import blob_image, reference_immich_detect, reference_immich_embed
+from hailo_immich_cli.faces.embed import cosine_similarity
+from hailo_immich_cli.testkit.face_models import blob_image
+from tests.helpers.faces import reference_immich_detect, reference_immich_embed
 from tests.test_clip import clip_assets  # noqa: F401  (session fixture)
 from tests.test_immich_cache import SPECS, cache, empty_models, reference_text_ids, reference_visual  # noqa: F401
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.server") is None, reason="serve not merged yet"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +44,7 @@ def decoded(payload: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["ViT-L-14-336__openai", "XLM-Roberta-Large-Vit-B-16Plus", "ViT-B-32__openai"])
 def test_clip_visual_by_immich_name(server, cache, photos, name):  # noqa: F811
-    from tests.helpers.immich_server import jpeg
+    from hailo_immich_cli.testkit.requests import jpeg
 
     spec = SPECS[name]
     payload = jpeg(photos["astronaut"], quality=80)
@@ -75,7 +73,7 @@ def test_clip_textual_by_immich_name(server, cache, name):  # noqa: F811
 
 
 def test_faces_by_immich_name(server, cache):  # noqa: F811
-    from tests.helpers.immich_server import jpeg
+    from hailo_immich_cli.testkit.requests import jpeg
 
     payload = jpeg(blob_image(600, 800, seed=1400), quality=80)
     entries = {"facial-recognition": {"detection": {"modelName": "buffalo_l", "options": {"minScore": 0.5}},
@@ -112,11 +110,10 @@ def test_unknown_name_is_refused(server):
     assert r.status_code >= 400
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.ocr") is None, reason="OCR not merged yet")
 @pytest.mark.parametrize("name", ["PP-OCRv5_mobile", "EN__PP-OCRv5_mobile"])
 def test_ocr_by_immich_name(server, cache, cpu_models, name):  # noqa: F811
-    from tests.helpers.immich_server import jpeg
-    from tests.helpers.ocr import render_lines
+    from hailo_immich_cli.testkit.requests import jpeg
+    from hailo_immich_cli.testkit.ocr_samples import render_lines
 
     payload = jpeg(render_lines(["Hello Immich cache", "Total 42.50"], (700, 200)), quality=95)
     entries = {"ocr": {"detection": {"modelName": name, "options": {"minScore": 0.5, "maxResolution": 736}},

@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hailo_immich_cli.cli import app
-from tests.helpers.hailo import FAKES, hailo_double  # noqa: F401  (fixture)
+from tests.helpers.hailo import FAKES
 from tests.helpers.hef_builder import Layer, build_hef
 
 REPO = Path(__file__).resolve().parent.parent

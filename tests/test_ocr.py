@@ -10,11 +10,11 @@ from PIL import Image
 
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError, UnknownModelError
 from hailo_immich_cli.imaging import decode_image
-from hailo_immich_cli.ocr import OcrResult, immich_response_order, read_text
-from hailo_immich_cli.ocr_det import short_side_size
+from hailo_immich_cli.ocr.pipeline import OcrResult, immich_response_order, read_text
+from hailo_immich_cli.ocr.detect import short_side_size
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
-from tests.helpers.ocr import cer, normalise, read_all, render_lines, samples
+from hailo_immich_cli.testkit.ocr_samples import cer, normalise, read_all, render_lines, samples
 
 CER_BOUND = 0.03  # aggregate over all samples; measured 0.014 (one code line: 'x' read as a multiplication sign)
 

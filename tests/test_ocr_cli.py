@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers.ocr import render_lines
+from hailo_immich_cli.testkit.ocr_samples import render_lines
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,14 +19,14 @@ import cv2
 import numpy as np
 import pytest
 
+from hailo_immich_cli.ocr import pipeline as ocr
 from hailo_immich_cli.fetch import Fetcher
 from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
-from tests.helpers.hailo import (  # noqa: F401  (fixture)
+from tests.helpers.hailo import (
     REPO_MODELS,
     _layer_name,
-    hailo_double,
     make_hailo_session,
 )
 from tests.helpers.ocr_hailo_twins import (
@@ -36,8 +36,6 @@ from tests.helpers.ocr_hailo_twins import (
     TextBox,
     page,
 )
-
-ocr = pytest.importorskip("hailo_immich_cli.ocr")
 
 BOOK = RecipeBook.load()
 DET, REC = "paddle-ocr-v5-mobile-det-hailo8", "paddle-ocr-v5-mobile-rec-hailo8"
@@ -54,8 +52,6 @@ IMAGES = {
 
 
 def _recipes():
-    if DET not in {r.id for r in BOOK} or REC not in {r.id for r in BOOK}:
-        pytest.skip("the PaddleOCR Hailo recipes have not landed")
     return BOOK.get(DET), BOOK.get(REC)
 
 

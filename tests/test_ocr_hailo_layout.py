@@ -1,6 +1,6 @@
 """The Hailo OCR layouts (544x960 detector tiles, 48x320 recogniser crops) with the real PP-OCRv5 weights.
 
-Emulated: the HEF layouts run the ONNX weights on the CPU (tests/helpers/ocr_emulation.py). This
+Emulated: the HEF layouts run the ONNX weights on the CPU (hailo_immich_cli/testkit/ocr_emulation.py). This
 checks the geometry (tiling, stitching, splitting long lines), not the quantised HEFs.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hailo_immich_cli.ocr import read_text
-from hailo_immich_cli.ocr_rec import split_wide
-from tests.helpers.ocr import cer, normalise, read_all, render_lines
-from tests.helpers.hailo import hailo_double  # noqa: F401  (fixture)
-from tests.helpers.ocr_emulation import DET_ID, LETTERBOX_DET_ID, REC_ID, REC_SQUEEZE_ID, emulation_session
+from hailo_immich_cli.ocr.pipeline import read_text
+from hailo_immich_cli.ocr.recognize import split_wide
+from hailo_immich_cli.testkit.ocr_samples import cer, normalise, read_all, render_lines
+from hailo_immich_cli.testkit.ocr_emulation import DET_ID, LETTERBOX_DET_ID, REC_ID, REC_SQUEEZE_ID, emulation_session
 
 LONG = "The annual general meeting of the garden society takes place on Friday 14 March at 19:30"
 
@@ -61,78 +60,60 @@ def test_long_lines_split_read_better_than_squeezed(emulated):
     assert c_split <= 0.05 and c_squeezed > 2 * max(c_split, 0.02)
 
 
-# ---------------------------------------------------------------- read_text through a stand-in hailo backend
-class _FakeHailoModel:
-    """Answers like the HEFs: det (n, 544, 960, 1) map marking dark pixels; rec (n, 1, 40, 18385) reading 'A'."""
+# ---------------------------------------------------------------- read_text through the Hailo double, stand-in twins
+def test_read_text_drives_the_hailo_layout_end_to_end(hailo_double, cpu_models, tmp_path):
+    """The shipped PaddleOCR Hailo recipes on the hailo_platform double, with twins that mark dark
+    pixels as text (det) and read every crop as 'A' (rec). EMULATED: checks tiling, fixed-width
+    crops, splitting and the mapping back to original pixels, not the chip."""
+    from hailo_immich_cli.ocr.ctc import load_charset
+    from hailo_immich_cli.recipes import RecipeBook
+    from tests.helpers.hailo import _layer_name, make_hailo_session
 
-    def __init__(self, recipe, seen):
-        from hailo_immich_cli.backends.base import Provenance
+    book = RecipeBook.load()
+    det, rec = book.get("paddle-ocr-v5-mobile-det-hailo8"), book.get("paddle-ocr-v5-mobile-rec-hailo8")
+    dict_dir = tmp_path / "models" / rec.id
+    dict_dir.mkdir(parents=True)
+    (dict_dir / "ppocrv5_dict.txt").symlink_to(cpu_models.models_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt")
+    seen: list = []
+    det_in, det_out = _layer_name(det, det.inputs[0], "input", 0), _layer_name(det, det.outputs[0], "output", 0)
+    rec_in, rec_out = _layer_name(rec, rec.inputs[0], "input", 0), _layer_name(rec, rec.outputs[0], "output", 0)
+    a_class: list[int] = []
 
-        self.recipe, self.seen = recipe, seen
-        self.provenance = Provenance(recipe.id, "hailo", "0" * 64, "stand-in (no device)", "test double")
-        self.inputs = ()
-        self.outputs = ()
-        self.max_batch = recipe.batch_size
+    def det_twin(inputs):
+        (name, x), = inputs.items()
+        seen.append(("ocr-detection", name, x.shape))
+        return {det_out: (x.mean(axis=3, keepdims=True) < 100).astype(np.float32)}
 
-    def run(self, feeds):
-        (name, x), = feeds.items()
-        self.seen.append((self.recipe.task, name, x.shape, x.dtype))
-        if self.recipe.task == "ocr-detection":
-            return {"out": (x.mean(axis=3, keepdims=True) < 100).astype(np.float32)}
+    def rec_twin(inputs):
+        (name, x), = inputs.items()
+        seen.append(("ocr-recognition", name, x.shape))
         out = np.zeros((x.shape[0], 1, 40, 18385), np.float32)
         out[..., 0] = 1.0
-        out[:, 0, 2, 0], out[:, 0, 2, self.a_class] = 0.0, 0.99
-        return {"out": out}
+        if a_class:
+            out[:, 0, 2, 0], out[:, 0, 2, a_class[0]] = 0.0, 0.99
+        return {rec_out: out}
 
-    def close(self):
-        pass
-
-
-def test_read_text_drives_the_hailo_layout_end_to_end(cpu_models, tmp_path):
-    import os
-
-    from hailo_immich_cli.backends.base import Backend
-    from hailo_immich_cli.session import SessionManager
-    from hailo_immich_cli.settings import Settings
-
-    models = tmp_path / "models"
-    (models / "paddle-ocr-v5-mobile-rec-hailo8").mkdir(parents=True)
-    os.symlink(cpu_models.models_dir / "ppocrv5-mobile-rec-cpu" / "ppocrv5_dict.txt", models / "paddle-ocr-v5-mobile-rec-hailo8" / "ppocrv5_dict.txt")
-    seen: list = []
-
-    class FakeHailo(Backend):
-        name = "hailo"
-
-        def load(self, recipe, files):
-            model = _FakeHailoModel(recipe, seen)
-            if recipe.task == "ocr-recognition":
-                from hailo_immich_cli.ocr_ctc import load_charset
-
-                model.a_class = load_charset(recipe, files).index("A")
-            return model
-
-        def info(self):
-            return {"backend": "hailo", "device": "stand-in"}
-
-    settings = Settings.load(env={}, backend="cpu", models_dir=models)
     rgb = np.full((4032, 3024, 3), 235, np.uint8)
     rects = [(300, 600, 1500, 680), (300, 2000, 2600, 2060), (1200, 3800, 2900, 3900)]  # x0, y0, x1, y1
     for x0, y0, x1, y1 in rects:
         rgb[y0:y1, x0:x1] = 20
-    with SessionManager(settings, backends={"hailo": FakeHailo()}) as session:
-        result = read_text(session, rgb, detector="paddle-ocr-v5-mobile-det-hailo8", recognizer="paddle-ocr-v5-mobile-rec-hailo8")
-    assert result.detector.backend == "hailo" and result.recognizer.recipe_id == "paddle-ocr-v5-mobile-rec-hailo8"
+    with make_hailo_session([det, rec], {det.id: det_twin, rec.id: rec_twin}, tmp_path, book=book) as session:
+        a_class.append(load_charset(session.resolve("ocr-recognition", rec.id), session.files).index("A"))
+        seen.clear()  # the HEF builder ran the twins on calibration frames
+        result = read_text(session, rgb, detector=det.id, recognizer=rec.id)
+    assert result.detector.backend == "hailo" and result.recognizer.recipe_id == rec.id
+    assert "emulated" in result.detector.device
     det_calls = [s for s in seen if s[0] == "ocr-detection"]
     rec_calls = [s for s in seen if s[0] == "ocr-recognition"]
-    assert det_calls == [("ocr-detection", "paddle_ocr_v5_mobile_detection/input_layer1", (result.tiles, 544, 960, 3), np.dtype(np.uint8))]
+    assert det_calls == [("ocr-detection", det_in, (result.tiles, 544, 960, 3))]
     assert result.tiles == 2
-    assert all(shape[1:] == (48, 320, 3) and dtype == np.uint8 and shape[0] <= 8 for _, _, shape, dtype in rec_calls)
+    assert all(name == rec_in and shape[1:] == (48, 320, 3) and shape[0] <= 8 for _, name, shape in rec_calls)
     # the 2300x60 bar is too long for 48x320: it is read in pieces (one 'A' each), joined without a space
     texts = [line.text for line in result.lines]
     assert texts[0] == texts[2] == "A" and len(texts[1]) >= 3 and set(texts[1]) == {"A"}
-    assert sum(shape[0] for _, _, shape, _ in rec_calls) == 2 + len(texts[1])
+    assert sum(shape[0] for _, _, shape in rec_calls) == 2 + len(texts[1])
     for line, (x0, y0, x1, y1) in zip(result.lines, rects):  # reading order, original pixels
-        # the stand-in marks the whole bar (DB marks a shrunk kernel), so the unclip grows it by ~60 px
+        # the twin marks the whole bar (DB marks a shrunk kernel), so the unclip grows it by ~60 px
         assert 0 <= x0 - line.box[0, 0] < 100 and 0 <= y0 - line.box[0, 1] < 100
         assert 0 <= line.box[2, 0] - x1 < 100 and 0 <= line.box[2, 1] - y1 < 100
 

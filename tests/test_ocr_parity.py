@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hailo_immich_cli.ocr import immich_response_order, read_text
-from tests.helpers.ocr import render_lines, samples
+from hailo_immich_cli.ocr.pipeline import immich_response_order, read_text
+from hailo_immich_cli.testkit.ocr_samples import render_lines, samples
 
 pytest.importorskip("rapidocr", reason="RapidOCR 3.6.0 is the parity reference; install it to run these tests")
 pytest.importorskip("shapely")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import ModelMismatchError
-from hailo_immich_cli.ocr import OcrLine, OcrResult, immich_response_order
-from hailo_immich_cli.ocr_ctc import charset_from_lines, ctc_greedy, load_charset
-from hailo_immich_cli.ocr_db import DbParams, db_boxes, order_and_filter
-from hailo_immich_cli.ocr_det import cut_tiles, plan_tiles, probability_maps, stitch
-from hailo_immich_cli.ocr_order import immich_order, reading_order
-from hailo_immich_cli.ocr_rec import dynamic_batch, fixed_batch
+from hailo_immich_cli.ocr.pipeline import OcrLine, OcrResult, immich_response_order
+from hailo_immich_cli.ocr.ctc import charset_from_lines, ctc_greedy, load_charset
+from hailo_immich_cli.ocr.binarize import DbParams, db_boxes, order_and_filter
+from hailo_immich_cli.ocr.detect import cut_tiles, plan_tiles, probability_maps, stitch
+from hailo_immich_cli.ocr.order import immich_order, reading_order
+from hailo_immich_cli.ocr.recognize import dynamic_batch, fixed_batch
 
 PARAMS = DbParams(binary_threshold=0.3, box_threshold=0.5, unclip_ratio=1.6, min_size=3, max_candidates=1000, dilate=True)
 

@@ -14,7 +14,7 @@ import pytest
 
 from hailo_immich_cli.batch.synthetic import write_faces
 from hailo_immich_cli.batch.vectors import VectorIndex
-from tests.helpers.batch import make_library
+from hailo_immich_cli.testkit.photos import make_library
 from tests.test_batch_index import run_cli
 
 REC_A, REC_B = "test-arcface-cpu@aaaa", "other-arcface-cpu@bbbb"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.recipes import TASKS, RecipeBook, clean_immich_name, load_recipe_file, shipped_recipes_dir
+from hailo_immich_cli.recipes import RecipeBook, clean_immich_name, load_recipe_file, shipped_recipes_dir
+from hailo_immich_cli.tasks import recipe_tasks
 
 MINIMAL = """
 id = "tiny"
@@ -34,7 +35,7 @@ def test_every_shipped_recipe_loads_with_unique_ids():
     ids = [r.id for r in recipes]
     assert len(ids) == len(set(ids))
     for recipe in recipes:
-        assert recipe.task in TASKS
+        assert recipe.task in recipe_tasks()
         assert recipe.file("model").sources or recipe.file("model").immich_path, recipe.id
         assert recipe.license, f"{recipe.id} states no licence"
 

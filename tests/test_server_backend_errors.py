@@ -6,18 +6,15 @@ that raises inside ONNX Runtime on bright images, next to the real PP-OCRv5 mode
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import jpeg, link_models, start_server, stop_server
+from hailo_immich_cli.testkit.requests import jpeg
+from tests.helpers.immich_server import link_models, start_server, stop_server
 from tests.helpers.server_models import derived_recipe, make_flaky_text_detector_onnx
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.ocr") is None, reason="OCR pipeline not merged yet"),
-]
+pytestmark = pytest.mark.slow
 
 FLAKY = {
     "ocr": {

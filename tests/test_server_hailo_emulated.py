@@ -19,8 +19,8 @@ import requests
 from hailo_immich_cli.recipes import RecipeBook
 from hailo_immich_cli.server.app import create_app
 from hailo_immich_cli.server.state import ServerState
-from tests.helpers.hailo import hailo_double, make_hailo_session  # noqa: F401  (fixture)
-from tests.helpers.immich_server import immich_form, jpeg
+from tests.helpers.hailo import make_hailo_session
+from hailo_immich_cli.testkit.requests import immich_form, jpeg
 
 FACES = {"facial-recognition": {"detection": {"modelName": "buffalo_l", "options": {"minScore": 0.5}},
                                 "recognition": {"modelName": "buffalo_l"}}}

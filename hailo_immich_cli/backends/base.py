@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+import threading
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -51,6 +52,10 @@ class Provenance:
         return f"{self.recipe_id}@{self.model_sha256[:12]}"
 
 
+T = TypeVar("T")
+_BUILDING = threading.Lock()  # serialises first builds of host resources (rare, at first use)
+
+
 class LoadedModel(ABC):
     """One model ready to run; safe to call from many threads at once."""
 
@@ -70,6 +75,16 @@ class LoadedModel(ABC):
 
     def close(self) -> None:
         """Release device resources; the default has nothing to release."""
+
+    def host_resource(self, key: str, build: Callable[[], T]) -> T:
+        """What the host needs beside the model (tokenizer, text weights, OCR charset), built on first
+        use and kept with the model, so it lives exactly as long as the session holds the model."""
+        cache: dict[str, Any] = self.__dict__.setdefault("_host_resources", {})
+        if key not in cache:
+            with _BUILDING:
+                if key not in cache:
+                    cache[key] = build()
+        return cache[key]
 
 
 class Backend(ABC):

@@ -9,7 +9,7 @@ import numpy as np
 
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance, TensorInfo
 from hailo_immich_cli.errors import BackendUnavailableError, ModelCorruptError, ModelMismatchError
-from hailo_immich_cli.model_files import ModelFiles, sha256_of
+from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.settings import Settings
 
@@ -127,7 +127,7 @@ class CpuBackend(Backend):
         provenance = Provenance(
             recipe_id=recipe.id,
             backend=self.name,
-            model_sha256=sha256_of(path),
+            model_sha256=files.sha256(path),
             device=f"CPU ({platform.machine()}, {self.settings.ort_intra_op_threads} intra-op threads)",
             runtime=f"onnxruntime {self._ort.__version__}",
             extra={"path": str(path)},

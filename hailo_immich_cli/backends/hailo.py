@@ -33,7 +33,7 @@ from hailo_immich_cli.errors import (
     ModelMismatchError,
 )
 from hailo_immich_cli.hef import ARCH_LABELS, HefFormatError, HefInfo, HefLayer, read_hef
-from hailo_immich_cli.model_files import ModelFiles, sha256_of
+from hailo_immich_cli.model_files import ModelFiles
 from hailo_immich_cli.recipes import Recipe, TensorSpec
 from hailo_immich_cli.settings import Settings
 
@@ -157,7 +157,18 @@ def probe(settings: Settings | None = None) -> tuple[bool, str]:
     return True, f"{label} {device_id}, HailoRT {getattr(hp, '__version__', '?')}{emulated}"
 
 
+def quantize(x: np.ndarray, scale: Any, zero_point: Any, dtype: Any = "uint16") -> np.ndarray:
+    """Float feed -> an integer device input: round(x / scale + zp), clipped to the type (scale and zp
+    per tensor or per feature). The host never quantises anywhere else."""
+    scale32, zp32 = np.asarray(scale, np.float32), np.asarray(zero_point, np.float32)
+    if not np.all(scale32):
+        raise ModelMismatchError("the model's input has no quantisation scale; feed float32 instead (recipe inputs dtype)")
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(np.rint(x / scale32 + zp32), info.min, info.max).astype(dtype)
+
+
 @dataclass(frozen=True)
+
 class _Input:
     layer: HefLayer
     fmt: str  # UINT8 | UINT16 | FLOAT32: what we hand HailoRT
@@ -276,9 +287,8 @@ class HailoModel(LoadedModel):
             return np.ascontiguousarray(x, dtype=np.float32)
         if x.dtype.kind == "f":
             layer = inp.layer
-            scale, zp = (np.asarray(layer.per_feature[0], np.float32), np.asarray(layer.per_feature[1], np.float32)) if layer.per_feature else (layer.qp_scale, layer.qp_zp)
-            top = np.iinfo(want).max
-            return np.ascontiguousarray(np.clip(np.rint(x / scale + zp), 0, top).astype(want))
+            scale, zp = (layer.per_feature[0], layer.per_feature[1]) if layer.per_feature else (layer.qp_scale, layer.qp_zp)
+            return np.ascontiguousarray(quantize(x, scale, zp, want))
         if x.dtype.kind in "ui" and np.can_cast(x.dtype, want):
             return np.ascontiguousarray(x, dtype=want)
         raise BadInputError(f"{self.recipe.id}: input '{inp.feed_name}' must be {want.name}, got {x.dtype.name}")
@@ -383,7 +393,7 @@ class HailoBackend(Backend):
         provenance = Provenance(
             recipe_id=recipe.id,
             backend=self.name,
-            model_sha256=sha256_of(path),
+            model_sha256=files.sha256(path),
             device=self.device_label,
             runtime=f"HailoRT {self.version}",
             extra=extra,

@@ -14,16 +14,10 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
-from hailo_immich_cli.errors import BadInputError, ModelMissingError
+from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.tasks import registry
 
 log = logging.getLogger("hailo_immich")
-
-RECIPE_TASKS = {
-    "faces": ("face-detection", "face-recognition"),
-    "clip": ("clip-visual",),
-    "ocr": ("ocr-detection", "ocr-recognition"),
-}
-
 
 @dataclass
 class Item:
@@ -55,21 +49,6 @@ class Engine(Protocol):
     def concurrency(self) -> int: ...
 
 
-def pair_key(detector: str, recognizer: str | None) -> str:
-    """The key of a two-model task (faces, OCR): both models, so changing either redoes the task."""
-    return f"{detector}+{recognizer}" if recognizer else detector
-
-
-def split_pair(name: str | None) -> tuple[str | None, str | None]:
-    """`--face-model`/`--ocr-model`: one Immich name for both models, or DETECTOR,RECOGNISER recipe ids."""
-    if not name:
-        return None, None
-    if "," in name:
-        det, rec = (part.strip() or None for part in name.split(",", 1))
-        return det, rec
-    return name, name
-
-
 def recipe_min_side(recipe: Any) -> int:
     """Pixels (shorter side) worth decoding for this recipe: its largest input/resize bound."""
     pre = recipe.preprocess
@@ -81,7 +60,7 @@ def recipe_min_side(recipe: Any) -> int:
 
 
 class LocalEngine:
-    """Tasks through this process's SessionManager and the task pipelines."""
+    """Tasks through this process's SessionManager; each task of the registry runs its own pipeline."""
 
     concurrency = 1
 
@@ -90,46 +69,17 @@ class LocalEngine:
         self.tasks = tuple(tasks)
         names = names or {}
         self.clip_batch = clip_batch
-        self.recipes: dict[str, Any] = {}
-        self.embed_faces = True
-        if "faces" in self.tasks:
-            self._choose_faces(names.get("faces"))
-        if "clip" in self.tasks:
-            self.recipes["clip-visual"] = session.resolve("clip-visual", names.get("clip"))
-        if "ocr" in self.tasks:
-            det, rec = split_pair(names.get("ocr"))
-            self.recipes["ocr-detection"] = session.resolve("ocr-detection", det)
-            self.recipes["ocr-recognition"] = session.resolve("ocr-recognition", rec)
+        self._selected = [t for t in registry() if t.name in self.tasks]
+        self.stages: dict[str, dict[str, Any]] = {}  # task name -> recipe task -> recipe
+        for task in self._selected:
+            self.stages[task.name] = task.choose_for_index(session, names.get(task.name), lambda msg: log.warning("%s", msg))
+        self.recipes: dict[str, Any] = {rt: r for stages in self.stages.values() for rt, r in stages.items()}
         # Loading now fixes each model's identity (recipe + file hash) before any file is judged.
         self.provenance = {task: session.model(r.id).provenance for task, r in self.recipes.items()}
 
-    def _choose_faces(self, name: str | None) -> None:
-        """Detector and recogniser as the faces pipeline picks them; detection only (said loudly) without a recogniser."""
-        from hailo_immich_cli import faces
-
-        choose_det = getattr(faces, "choose_detector", lambda s, n: s.resolve("face-detection", n))
-        choose_rec = getattr(faces, "choose_recognizer", lambda s, n: s.resolve("face-recognition", n))
-        det, rec = split_pair(name)
-        self.recipes["face-detection"] = choose_det(self.session, det)
-        try:
-            self.recipes["face-recognition"] = choose_rec(self.session, rec)
-        except ModelMissingError as exc:
-            if rec:
-                raise
-            self.embed_faces = False
-            log.warning("faces: no face recogniser is on disk, so faces are detected but not embedded (%s)", exc)
-
     def model_keys(self) -> dict[str, str]:
-        p = self.provenance
-        keys = {}
-        if "faces" in self.tasks:
-            rec = p.get("face-recognition")
-            keys["faces"] = pair_key(p["face-detection"].model_id, rec.model_id if rec else None)
-        if "clip" in self.tasks:
-            keys["clip"] = p["clip-visual"].model_id
-        if "ocr" in self.tasks:
-            keys["ocr"] = pair_key(p["ocr-detection"].model_id, p["ocr-recognition"].model_id)
-        return keys
+        return {t.name: t.model_key([self.provenance[rt].model_id for rt in t.indexed if rt in self.provenance])
+                for t in self._selected}
 
     def models(self) -> list[ModelInfo]:
         out = []
@@ -143,39 +93,32 @@ class LocalEngine:
         return max((recipe_min_side(r) for r in self.recipes.values()), default=0)
 
     def run(self, items: Sequence[Item]) -> list[ItemResult]:
+        """Batched tasks (CLIP) first, in chunks, each bad image found on its own; then the per-image
+        tasks in registry order, an image's first failure ending its run."""
         keys = self.model_keys()
         results = [ItemResult([]) for _ in items]
-        clip_idx = [i for i, it in enumerate(items) if "clip" in it.tasks]
-        if clip_idx:
-            from hailo_immich_cli import clip
-        for start in range(0, len(clip_idx), self.clip_batch):
-            chunk = clip_idx[start:start + self.clip_batch]
-            try:
-                emb = clip.encode_images(self.session, [items[i].rgb for i in chunk], model=self.recipes["clip-visual"].id)
+        for task in (t for t in self._selected if t.batched):
+            stages = self.stages[task.name]
+            wanted = [i for i, it in enumerate(items) if task.name in it.tasks]
+            for start in range(0, len(wanted), self.clip_batch):
+                chunk = wanted[start:start + self.clip_batch]
+                try:
+                    done = task.run_for_index(self.session, stages, [items[i].rgb for i in chunk])
+                except BadInputError:
+                    done = None
                 for row, i in enumerate(chunk):
-                    results[i].outputs.append(TaskOutput("clip", keys["clip"], emb.provenance.backend, emb.vectors[row], items[i].scale))
-            except BadInputError:
-                for i in chunk:  # find the bad one(s); the others still get their vector
                     try:
-                        emb = clip.encode_images(self.session, [items[i].rgb], model=self.recipes["clip-visual"].id)
-                        results[i].outputs.append(TaskOutput("clip", keys["clip"], emb.provenance.backend, emb.vectors[0], items[i].scale))
-                    except BadInputError as exc:
-                        results[i].error = f"clip: {exc}"
+                        payload, backend = done[row] if done is not None else task.run_for_index(self.session, stages, [items[i].rgb])[0]
+                        results[i].outputs.append(TaskOutput(task.name, keys[task.name], backend, payload, items[i].scale))
+                    except BadInputError as exc:  # only when the image failed on its own
+                        results[i].error = f"{task.name}: {exc}"
+        per_image = [t for t in self._selected if not t.batched]
         for i, it in enumerate(items):
             try:
-                if "faces" in it.tasks:
-                    from hailo_immich_cli import faces
-
-                    rec = self.recipes.get("face-recognition")
-                    fr = faces.analyze_faces(self.session, it.rgb, detector=self.recipes["face-detection"].id,
-                                             recognizer=rec.id if rec else None, embed=rec is not None)
-                    results[i].outputs.append(TaskOutput("faces", keys["faces"], fr.detector.backend, fr, it.scale))
-                if "ocr" in it.tasks:
-                    from hailo_immich_cli import ocr
-
-                    orr = ocr.read_text(self.session, it.rgb, detector=self.recipes["ocr-detection"].id,
-                                        recognizer=self.recipes["ocr-recognition"].id)
-                    results[i].outputs.append(TaskOutput("ocr", keys["ocr"], orr.detector.backend, orr, it.scale))
+                for task in per_image:
+                    if task.name in it.tasks:
+                        ((payload, backend),) = task.run_for_index(self.session, self.stages[task.name], [it.rgb])
+                        results[i].outputs.append(TaskOutput(task.name, keys[task.name], backend, payload, it.scale))
             except BadInputError as exc:
                 results[i].error = str(exc)
         return results

@@ -19,26 +19,22 @@ import numpy as np
 import requests
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.batch.engines import Item, ItemResult, pair_key
+from hailo_immich_cli.batch.engines import Item, ItemResult
 from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
+from hailo_immich_cli.clip.task import TASK as CLIP
+from hailo_immich_cli.clip.task import text_entries
 from hailo_immich_cli.errors import BadInputError, DeviceError
+from hailo_immich_cli.faces.task import TASK as FACES
+from hailo_immich_cli.server.jsonfmt import embedding_from_json
+from hailo_immich_cli.tasks import by_name
 
-DEFAULT_NAMES = {"clip": "ViT-B-32__openai", "faces": "buffalo_l", "ocr": "PP-OCRv5_mobile"}
 IMMICH_PREVIEW_SIDE = 1440  # Immich sends previews whose shorter side is 1440 px
 RETRY_AFTER_S = 10.0
 
 
 def entries_for(task: str, name: str) -> dict[str, Any]:
     """The `entries` JSON Immich's server sends for a task (its default options)."""
-    if task == "clip":
-        return {"clip": {"visual": {"modelName": name}}}
-    if task == "faces":
-        return {"facial-recognition": {"detection": {"modelName": name, "options": {"minScore": 0.7}},
-                                       "recognition": {"modelName": name}}}
-    if task == "ocr":
-        return {"ocr": {"detection": {"modelName": name, "options": {"minScore": 0.5, "maxResolution": 736}},
-                        "recognition": {"modelName": name, "options": {"minScore": 0.8}}}}
-    raise ValueError(task)
+    return by_name()[task].remote_entries(name)
 
 
 def remote_provenance(name: str, url: str) -> Provenance:
@@ -108,37 +104,6 @@ class PredictClient:
         raise DeviceError("every /predict URL failed: " + "; ".join(errors[-len(self.urls):]))
 
 
-def _vector(value: Any) -> np.ndarray:
-    if isinstance(value, str):
-        value = json.loads(value)
-    return np.asarray(value, dtype=np.float32)
-
-
-def parse_faces(body: dict[str, Any], name: str, url: str):
-    from hailo_immich_cli.faces import Face, FacesResult
-
-    prov = remote_provenance(name, url)
-    faces = []
-    for f in body.get("facial-recognition", []):
-        b = f["boundingBox"]
-        faces.append(Face(box=(float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])), score=float(f["score"]),
-                          landmarks=np.full((5, 2), np.nan, dtype=np.float32), embedding=_vector(f["embedding"])))
-    return FacesResult(faces=faces, width=int(body["imageWidth"]), height=int(body["imageHeight"]),
-                       detector=prov, recognizer=prov, truncated=0)
-
-
-def parse_ocr(body: dict[str, Any], name: str, url: str):
-    from hailo_immich_cli.ocr import OcrLine, OcrResult
-
-    prov = remote_provenance(name, url)
-    o = body["ocr"]
-    w, h = int(body["imageWidth"]), int(body["imageHeight"])
-    boxes = np.asarray(o.get("box", []), dtype=np.float32).reshape(-1, 4, 2) * np.array([w, h], dtype=np.float32)
-    lines = [OcrLine(text=t, box=boxes[i], box_score=float(bs), text_score=float(ts))
-             for i, (t, bs, ts) in enumerate(zip(o["text"], o["boxScore"], o["textScore"]))]
-    return OcrResult(lines=lines, width=w, height=h, detector=prov, recognizer=prov)
-
-
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -153,24 +118,22 @@ class RemoteEngine:
         self.client = PredictClient(urls)
         self.tasks = tuple(tasks)
         names = names or {}
-        self.names = {t: names.get(t) or DEFAULT_NAMES[t] for t in self.tasks}
+        self.names = {t: names.get(t) or by_name()[t].immich_default_model for t in self.tasks}
         self.concurrency = 2 * len(self.client.urls)
 
     def _key(self, task: str) -> str:
         mid = remote_provenance(self.names[task], "").model_id
-        return pair_key(mid, mid) if task in ("faces", "ocr") else mid
+        return by_name()[task].model_key([mid] * len(by_name()[task].indexed))
 
     def model_keys(self) -> dict[str, str]:
         return {t: self._key(t) for t in self.tasks}
 
     def models(self) -> list[ModelInfo]:
         out = []
-        sub = {"faces": ("face-detection", "face-recognition"), "clip": ("clip-visual",), "ocr": ("ocr-detection", "ocr-recognition")}
         for task in self.tasks:
             name = self.names[task]
-            for recipe_task in sub[task][-1:]:
-                out.append(ModelInfo(remote_provenance(name, "").model_id, recipe_task, name, "remote",
-                                     ",".join(self.client.urls), "immich /predict", (name,), None))
+            out.append(ModelInfo(remote_provenance(name, "").model_id, by_name()[task].indexed[-1], name, "remote",
+                                 ",".join(self.client.urls), "immich /predict", (name,), None))
         return out
 
     def min_side(self) -> int:
@@ -183,15 +146,12 @@ class RemoteEngine:
             res = ItemResult([])
             try:
                 jpeg = encode_jpeg(item.rgb)
-                for task in item.tasks:
-                    name = self.names[task]
-                    body, url = self.client.predict(entries_for(task, name), image=jpeg)
-                    if task == "clip":
-                        res.outputs.append(TaskOutput("clip", keys[task], "remote", _vector(body["clip"]), item.scale))
-                    elif task == "faces":
-                        res.outputs.append(TaskOutput("faces", keys[task], "remote", parse_faces(body, name, url), item.scale))
-                    else:
-                        res.outputs.append(TaskOutput("ocr", keys[task], "remote", parse_ocr(body, name, url), item.scale))
+                for name in item.tasks:
+                    task = by_name()[name]
+                    model = self.names[name]
+                    body, url = self.client.predict(task.remote_entries(model), image=jpeg)
+                    payload = task.parse_remote(body, remote_provenance(model, url))
+                    res.outputs.append(TaskOutput(name, keys[name], "remote", payload, item.scale))
             except BadInputError as exc:
                 res = ItemResult([], f"remote: {exc}")
             except (KeyError, TypeError, ValueError) as exc:
@@ -214,19 +174,19 @@ class RemoteQueryEncoder:
 
     def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
         name = self._name(visual)
-        body, _ = self.client.predict({"clip": {"textual": {"modelName": name, "options": {}}}}, text=query)
-        return _vector(body["clip"]), visual["model_id"]
+        body, _ = self.client.predict(text_entries(name, {}), text=query)
+        return CLIP.parse_remote(body, None), visual["model_id"]
 
     def image(self, rgb: np.ndarray, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
         name = self._name(visual)
-        body, _ = self.client.predict(entries_for("clip", name), image=encode_jpeg(rgb))
-        return _vector(body["clip"]), visual["model_id"]
+        body, _ = self.client.predict(CLIP.remote_entries(name), image=encode_jpeg(rgb))
+        return CLIP.parse_remote(body, None), visual["model_id"]
 
     def face(self, rgb: np.ndarray, recognizer: dict[str, Any], detector: str) -> tuple[np.ndarray, str]:
         name = self._name(recognizer)
-        body, _ = self.client.predict(entries_for("faces", name), image=encode_jpeg(rgb))
-        faces = body.get("facial-recognition") or []
+        body, _ = self.client.predict(FACES.remote_entries(name), image=encode_jpeg(rgb))
+        faces = body.get(FACES.immich_task) or []
         if not faces:
             raise BadInputError("no face found in the query image")
         best = max(faces, key=lambda f: f["score"])
-        return _vector(best["embedding"]), recognizer["model_id"]
+        return embedding_from_json(best["embedding"]), recognizer["model_id"]

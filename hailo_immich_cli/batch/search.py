@@ -358,21 +358,21 @@ class LocalQueryEncoder:
         raise UnknownModelError(f"no text encoder is paired with {visual_recipe.id} (give the recipe a `textual = \"...\"` key)")
 
     def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
-        from hailo_immich_cli import clip
+        from hailo_immich_cli.clip import pipeline as clip
 
         recipe = self.textual_for(self._recipe_for(visual, "clip-visual"))
         emb = clip.encode_texts(self.session, [query], model=recipe.id)
         return emb.vectors[0], emb.provenance.model_id
 
     def image(self, rgb: np.ndarray, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
-        from hailo_immich_cli import clip
+        from hailo_immich_cli.clip import pipeline as clip
 
         recipe = self._recipe_for(visual, "clip-visual")
         emb = clip.encode_images(self.session, [rgb], model=recipe.id)
         return emb.vectors[0], emb.provenance.model_id
 
     def face(self, rgb: np.ndarray, recognizer: dict[str, Any], detector: str) -> tuple[np.ndarray, str]:
-        from hailo_immich_cli import faces
+        from hailo_immich_cli.faces import pipeline as faces
 
         rec = self._recipe_for(recognizer, "face-recognition")
         det = self._recipe_for(self._model_info_fallback(detector), "face-detection")

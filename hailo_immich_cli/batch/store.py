@@ -20,11 +20,11 @@ import sqlite_utils
 import xxhash
 
 from hailo_immich_cli.batch.people import migrate_people
-from hailo_immich_cli.batch.vector_keys import clip_key, face_key, migrate_vector_keys
+from hailo_immich_cli.batch.vector_keys import migrate_vector_keys
 from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.tasks import by_name
 
 SCHEMA_VERSION = 3
-TASKS = ("faces", "clip", "ocr")
 
 
 # ---- what the indexer hands to the store -------------------------------------------------------
@@ -32,7 +32,7 @@ TASKS = ("faces", "clip", "ocr")
 class TaskOutput:
     """One task's result for one image, in the decoded array's pixels; `scale` maps them to the file's."""
 
-    task: str  # faces | clip | ocr
+    task: str  # a registry task name
     model_id: str  # the key results are stored under (faces: detector+recognizer)
     backend: str
     payload: Any  # FacesResult | np.ndarray (clip vector) | OcrResult
@@ -302,67 +302,21 @@ class Store:
         return None
 
     def _write_output(self, content: str | None, out: TaskOutput, run_id: int, now: float) -> None:
+        """The task's rows (its package builds them), replacing what the same model stored for this content."""
         if content is None:
             return
-        key = (content, out.model_id)
-        if out.task == "faces":
-            self.conn.execute("DELETE FROM faces WHERE hash = ? AND model_id = ?", key)
-            items = self._write_faces(content, out)
-        elif out.task == "clip":
-            vec = np.asarray(out.payload, dtype=np.float32).reshape(-1)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding, vkey) VALUES (?, ?, ?, ?, ?, ?)",
-                (content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec), clip_key(content)),
-            )
-            items = 1
-        elif out.task == "ocr":
-            self.conn.execute("DELETE FROM ocr_lines WHERE hash = ? AND model_id = ?", key)
-            self.conn.execute("DELETE FROM ocr_text WHERE hash = ? AND model_id = ?", key)
-            items = self._write_ocr(content, out)
-        else:
+        task = by_name().get(out.task)
+        if task is None:
             raise ValueError(f"unknown task {out.task}")
+        for table in task.index_tables:
+            self.conn.execute(f"DELETE FROM {table} WHERE hash = ? AND model_id = ?", (content, out.model_id))
+        items, writes = task.index_rows(content, out)
+        for sql, rows in writes:
+            self.conn.executemany(sql, rows)
         self.conn.execute(
             "INSERT OR REPLACE INTO processed (hash, task, model_id, backend, items, run_id, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (content, out.task, out.model_id, out.backend, items, run_id, now),
         )
-
-    def _write_faces(self, content: str, out: TaskOutput) -> int:
-        result, s = out.payload, out.scale
-        detector = result.detector.model_id
-        recognizer = result.recognizer.model_id if result.recognizer is not None else None
-        rows = []
-        for idx, face in enumerate(result.faces):
-            marks = np.asarray(face.landmarks, dtype=np.float64).reshape(-1, 2) if face.landmarks is not None else None
-            landmarks = None
-            if marks is not None and marks.size and np.isfinite(marks).all():
-                landmarks = json.dumps([[round(float(x) * s, 2), round(float(y) * s, 2)] for x, y in marks])
-            emb = vector_blob(face.embedding) if face.embedding is not None else None
-            x1, y1, x2, y2 = (float(v) * s for v in face.box)
-            rows.append((content, out.model_id, detector, recognizer, out.backend, idx, x1, y1, x2, y2,
-                         float(face.score), landmarks, emb, face_key(content, out.model_id, idx)))
-        self.conn.executemany(
-            "INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding, vkey)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        return len(rows)
-
-    def _write_ocr(self, content: str, out: TaskOutput) -> int:
-        result, s = out.payload, out.scale
-        rows = []
-        for idx, line in enumerate(result.lines):
-            box = [round(float(v) * s, 2) for v in np.asarray(line.box, dtype=np.float64).reshape(-1)]
-            rows.append((content, out.model_id, out.backend, idx, line.text, json.dumps(box),
-                         float(line.box_score), float(line.text_score)))
-        self.conn.executemany(
-            "INSERT INTO ocr_lines (hash, model_id, backend, idx, text, box, box_score, text_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        text = "\n".join(line.text for line in result.lines)
-        self.conn.execute(
-            "INSERT INTO ocr_text (hash, model_id, backend, text) VALUES (?, ?, ?, ?)", (content, out.model_id, out.backend, text)
-        )
-        return len(rows)
 
     # ---- end of a complete scan -----------------------------------------------------------------
     def mark_deleted(self, roots: Sequence[str], run_id: int) -> int:

@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hailo_immich_cli.bench import (
+from hailo_immich_cli.bench.local import (
     DEFAULT_TASKS,
     TASKS,
     Bench,
     BenchOptions,
     load_images,
 )
-from hailo_immich_cli.benchkit import parse_int_list
+from hailo_immich_cli.bench.timing import parse_int_list
 from hailo_immich_cli.commands._common import (
     BackendOption,
     ModelsDirOption,
@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
         if duration is not None and duration <= 0:
             raise BadInputError("--duration must be > 0")
         if url:
-            from hailo_immich_cli.loadtest import (
+            from hailo_immich_cli.bench.loadtest import (
                 URL_TASKS,
                 LoadTest,
                 UrlOptions,

@@ -15,9 +15,11 @@ from rich.table import Table
 
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
-from hailo_immich_cli.errors import BadInputError, ModelMissingError
-from hailo_immich_cli.faces import FacesResult, analyze_faces, choose_detector, choose_recognizer, face_crops
+from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.faces.pipeline import FacesResult, analyze_faces, choose_detector, face_crops
+from hailo_immich_cli.faces.task import RECOGNITION, TASK
 from hailo_immich_cli.imaging import DecodedImage
+from hailo_immich_cli.resolve import recognizer_or_none
 
 
 def face_record(path: Path, result: FacesResult, with_embeddings: bool = True, crops: list[Path] | None = None) -> dict:
@@ -88,21 +90,14 @@ def register(app: typer.Typer) -> None:
         with open_session(settings) as session:
             det_recipe = choose_detector(session, detector)
             session.model(det_recipe.id)  # load now: a missing detector is one clear error, not one per file
-            embed = not no_embed
             rec_recipe = None
-            if embed:
-                try:
-                    rec_recipe = choose_recognizer(session, recognizer)
-                    session.model(rec_recipe.id)
-                except ModelMissingError as exc:
-                    if recognizer:
-                        raise
-                    embed = False
-                    err.print(
-                        f"[yellow]no embeddings:[/] {escape(str(exc))}. Faces are detected only; for embeddings "
-                        "fetch a recogniser (needs internet) or run on the Hailo backend.",
-                        highlight=False,
-                    )
+            if not no_embed:
+                rec_recipe = recognizer_or_none(session, RECOGNITION, recognizer, lambda why: err.print(
+                    f"[yellow]no embeddings:[/] {escape(why)}. Faces are detected only; for embeddings "
+                    "fetch a recogniser (needs internet) or run on the Hailo backend.",
+                    highlight=False,
+                ), load=True)
+            embed = rec_recipe is not None
             sink = _open_sink(db, paths, session, det_recipe, rec_recipe if embed else None)
             tweaks = "".join(f"?{k}={v}" for k, v in (("min_score", min_score), ("max_faces", max_faces)) if v is not None)
             images: dict[Path, DecodedImage] = {}
@@ -152,7 +147,7 @@ def _open_sink(db: Path | None, paths: list[Path], session, det_recipe, rec_reci
     from hailo_immich_cli.batch.sink import DbSink
     from hailo_immich_cli.batch.store import ModelInfo
 
-    sink = DbSink(db, "detect", paths, "faces")
+    sink = DbSink(db, "detect", paths, TASK.name)
     for recipe in (det_recipe, rec_recipe):
         if recipe is not None:
             prov = session.model(recipe.id).provenance
@@ -163,7 +158,6 @@ def _open_sink(db: Path | None, paths: list[Path], session, det_recipe, rec_reci
 
 def _store(sink, outcome, image: DecodedImage | None, tweaks: str) -> None:
     """Faces stored under the key `index` uses; non-default thresholds get their own key (not the same result)."""
-    from hailo_immich_cli.batch.engines import pair_key
     from hailo_immich_cli.batch.store import TaskOutput
 
     if outcome.error:
@@ -172,8 +166,9 @@ def _store(sink, outcome, image: DecodedImage | None, tweaks: str) -> None:
     result = outcome.result
     if result is None or image is None:
         return
-    key = pair_key(result.detector.model_id, result.recognizer.model_id if result.recognizer else None) + tweaks
-    sink.add(outcome.path, image, [TaskOutput("faces", key, result.detector.backend, result)])
+    models = [result.detector] + ([result.recognizer] if result.recognizer else [])
+    key = TASK.model_key([p.model_id for p in models]) + tweaks
+    sink.add(outcome.path, image, [TaskOutput(TASK.name, key, result.detector.backend, result)])
 
 
 def _table() -> Table:

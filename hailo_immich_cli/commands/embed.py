@@ -15,6 +15,7 @@ import typer
 
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
+from hailo_immich_cli.clip.task import TASK
 from hailo_immich_cli.errors import BadInputError
 
 
@@ -62,7 +63,7 @@ def _open_sink(db: Path | None, paths: list[Path], session, recipe):
     from hailo_immich_cli.batch.sink import DbSink
     from hailo_immich_cli.batch.store import ModelInfo
 
-    sink = DbSink(db, "embed", paths, "clip")
+    sink = DbSink(db, "embed", paths, TASK.name)
     prov = session.model(recipe.id).provenance
     sink.model(ModelInfo(prov.model_id, recipe.task, recipe.id, prov.backend, prov.device, prov.runtime,
                          tuple(recipe.immich_names), recipe.embedding_dim))
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
         """CLIP embeddings (L2-normalised) for images or text, each tagged with its model id and backend."""
-        from hailo_immich_cli import clip
+        from hailo_immich_cli.clip import pipeline as clip
 
         if bool(paths) == bool(text):
             raise BadInputError("give image PATHs or --text, not both and not neither")
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
                         from hailo_immich_cli.batch.store import TaskOutput
 
                         for label, image, vec in zip(labels, images, done.vectors):
-                            sink.add(Path(label), image, [TaskOutput("clip", done.provenance.model_id, done.provenance.backend, vec)])
+                            sink.add(Path(label), image, [TaskOutput(TASK.name, done.provenance.model_id, done.provenance.backend, vec)])
                     labels.clear()
                     feeds.clear()
                     images.clear()

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
         """Write the small .npz of text weights (token/positional embeddings, projection) a Hailo text recipe needs."""
-        from hailo_immich_cli.weights import extract_text_weights, read_checkpoint, save_npz, weights_spec
+        from hailo_immich_cli.clip.weights import extract_text_weights, read_checkpoint, save_npz, weights_spec
 
         settings = load_settings(models_dir=models_dir)
         if list_keys:

@@ -11,18 +11,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
-from hailo_immich_cli.batch.store import TASKS, Store
+from hailo_immich_cli.batch.store import Store
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
+from hailo_immich_cli.tasks import by_name
 
 DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite) (env: HAILO_IMMICH_DB)")
 
 
 def parse_tasks(raw: str) -> tuple[str, ...]:
     tasks = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
-    bad = [t for t in tasks if t not in TASKS]
+    known = by_name()
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
-        raise BadInputError(f"--tasks takes a comma list of {', '.join(TASKS)}; got '{raw}'")
+        raise BadInputError(f"--tasks takes a comma list of {', '.join(known)}; got '{raw}'")
     return tasks
 
 
@@ -54,7 +56,7 @@ def register(app: typer.Typer) -> None:
         """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        selected = parse_tasks(tasks or ",".join(TASKS))
+        selected = parse_tasks(tasks or ",".join(by_name()))
         names = {"clip": clip_model, "faces": face_model, "ocr": ocr_model}
         options = IndexOptions(paths=paths, decode_min_side=decode_min_side, retry_failed=retry_failed,
                                max_pixels=settings.max_image_pixels)

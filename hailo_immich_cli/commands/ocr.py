@@ -15,7 +15,8 @@ from rich.table import Table
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.ocr import OcrResult, read_text
+from hailo_immich_cli.ocr.pipeline import OcrResult, read_text
+from hailo_immich_cli.ocr.task import DETECTION, RECOGNITION, TASK
 
 
 def result_record(path: Path, result: OcrResult) -> dict[str, Any]:
@@ -58,12 +59,11 @@ def _open_sink(db: Path | None, paths: list[Path]):
         return None
     from hailo_immich_cli.batch.sink import DbSink
 
-    return DbSink(db, "ocr", paths, "ocr")
+    return DbSink(db, "ocr", paths, TASK.name)
 
 
 def _store(sink, session, outcome, image, options) -> None:
     """Text stored under the key `index` uses; non-default thresholds get their own key (not the same result)."""
-    from hailo_immich_cli.batch.engines import pair_key
     from hailo_immich_cli.batch.store import ModelInfo, TaskOutput
 
     if outcome.error:
@@ -72,12 +72,12 @@ def _store(sink, session, outcome, image, options) -> None:
     result = outcome.result
     if result is None or image is None:
         return
-    for prov, task in ((result.detector, "ocr-detection"), (result.recognizer, "ocr-recognition")):
+    for prov, task in ((result.detector, DETECTION), (result.recognizer, RECOGNITION)):
         recipe = session.recipes.get(prov.recipe_id)
         sink.model(ModelInfo(prov.model_id, task, prov.recipe_id, prov.backend, prov.device, prov.runtime, tuple(recipe.immich_names)))
     tweaks = "".join(f"?{k}={v}" for k, v in options if v is not None)
-    key = pair_key(result.detector.model_id, result.recognizer.model_id) + tweaks
-    sink.add(outcome.path, image, [TaskOutput("ocr", key, result.detector.backend, result)])
+    key = TASK.model_key([result.detector.model_id, result.recognizer.model_id]) + tweaks
+    sink.add(outcome.path, image, [TaskOutput(TASK.name, key, result.detector.backend, result)])
 
 
 def register(app: typer.Typer) -> None:

@@ -102,3 +102,10 @@ def _write(obj: Any, out: list[str]) -> None:
         out.append("]")
     else:
         raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def embedding_from_json(value: Any) -> np.ndarray:
+    """An embedding as Immich's service returns it (a JSON string holding an array, or the array) -> float32."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return np.asarray(value, dtype=np.float32)

@@ -12,22 +12,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-import numpy as np
-
-from hailo_immich_cli.errors import UnknownModelError
-from hailo_immich_cli.recipes import IMMICH_TASKS
-from hailo_immich_cli.server.jsonfmt import dumps, float32_array
+from hailo_immich_cli.resolve import NoDefault, NotServed, for_request
+from hailo_immich_cli.server.jsonfmt import dumps
+from hailo_immich_cli.tasks import by_immich_task, detect_then_recognize, immich_pairs
 
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
-
-# Values Immich's server sends by default (server/src/config.ts); used only when a request omits them.
-IMMICH_DEFAULT_OCR_MIN_REC_SCORE = 0.8
-
-# Task -> the Python enum names the official service prints in its dependency error.
-_TASK_ENUM = {"facial-recognition": "FACIAL_RECOGNITION", "ocr": "OCR"}
 
 
 class ProtocolError(Exception):
@@ -59,7 +51,7 @@ def no_input() -> ProtocolError:
 
 
 def missing_dependency(task: str) -> ProtocolError:
-    enum = _TASK_ENUM[task]
+    enum = by_immich_task()[task].immich_enum
     return ProtocolError.detail(
         400,
         f"Task {task} of type recognition depends on output of "
@@ -149,7 +141,7 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
             options = step.get("options", {})
             if not isinstance(options, dict):
                 raise ProtocolError.detail(500, f"entries.{task}.{type_}.options must be an object")
-            recipe_task = IMMICH_TASKS.get((task, type_))
+            recipe_task = immich_pairs().get((task, type_))
             if recipe_task is None:
                 raise ProtocolError.detail(500, f"Unknown model combination: task '{task}', type '{type_}'")
             recipe_id = _resolve(resolve, recipe_task, task, type_, name, policy)
@@ -159,21 +151,16 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
 
 def _resolve(resolve: Resolver, recipe_task: str, task: str, type_: str, name: str, policy: str) -> str:
     try:
-        if not name.strip():  # "" would mean "the default" to the session; Immich never means that
-            raise UnknownModelError("an empty model name")
-        return resolve(recipe_task, name)
-    except UnknownModelError as exc:
-        if policy != "ignore":
-            raise ProtocolError.detail(
-                500,
-                f"hailo-immich does not serve the Immich model '{name}' for {task}/{type_} ({exc}). "
-                "Answering with another model would store incompatible vectors; configure a model "
-                "this server reproduces, or start it with --model-names ignore.",
-                reason="Model Not Served",
-            ) from None
-    try:
-        return resolve(recipe_task, None)
-    except UnknownModelError as exc:
+        return for_request(resolve, recipe_task, name, policy)
+    except NotServed as exc:
+        raise ProtocolError.detail(
+            500,
+            f"hailo-immich does not serve the Immich model '{name}' for {task}/{type_} ({exc}). "
+            "Answering with another model would store incompatible vectors; configure a model "
+            "this server reproduces, or start it with --model-names ignore.",
+            reason="Model Not Served",
+        ) from None
+    except NoDefault as exc:
         raise ProtocolError.detail(500, f"no model configured for {task}/{type_}: {exc}") from None
 
 
@@ -193,12 +180,12 @@ def _check_options(task: str, type_: str, options: Mapping[str, Any]) -> dict[st
         score = _number(task, type_, options, "minScore")
         if score is not None:
             checked["minScore"] = score
-    if task == "ocr" and type_ == "detection":
-        resolution = _number(task, type_, options, "maxResolution")
-        if resolution is not None:
-            if resolution < 1:
-                raise ProtocolError.detail(422, "Invalid request format: ocr.detection.options.maxResolution must be >= 1")
-            checked["maxResolution"] = int(resolution)
+    for key, minimum in by_immich_task()[task].int_options.get(type_, {}).items():
+        value = _number(task, type_, options, key)
+        if value is not None:
+            if value < minimum:
+                raise ProtocolError.detail(422, f"Invalid request format: {task}.{type_}.options.{key} must be >= {minimum}")
+            checked[key] = int(value)
     return checked
 
 
@@ -207,19 +194,19 @@ def check_inputs(plan: Plan, has_image: bool, has_text: bool) -> None:
     if not has_image and not has_text:
         raise no_input()
     for entry in plan.entries:
-        needs_image = not (entry.task == "clip" and entry.type == "textual")
+        needs_image = entry.type not in by_immich_task()[entry.task].text_types
         if needs_image and not has_image:
             raise ProtocolError.detail(400, f"{entry.label} needs an image; the request has only text")
         if not needs_image and has_image:
-            raise ProtocolError.detail(400, "clip.textual needs text; the request has an image (an image wins over text)")
+            raise ProtocolError.detail(400, f"{entry.label} needs text; the request has an image (an image wins over text)")
 
 
 def check_dependencies(plan: Plan) -> None:
     """Recognition needs its detection step in the same request (400, the official message)."""
-    for task in ("facial-recognition", "ocr"):
+    for task in detect_then_recognize():
         if plan.get(task, "recognition") and not plan.get(task, "detection"):
             raise missing_dependency(task)
-    for task in ("facial-recognition", "ocr"):
+    for task in detect_then_recognize():
         if plan.get(task, "detection") and not plan.get(task, "recognition"):
             raise ProtocolError.detail(
                 500, f"{task} detection without recognition is not supported (the official service answers 500 too)"
@@ -227,53 +214,6 @@ def check_dependencies(plan: Plan) -> None:
 
 
 # ---- responses -------------------------------------------------------------------------------
-
-
-def clip_json(vector: np.ndarray) -> str:
-    """A CLIP embedding as Immich stores it: a JSON string holding a float32 array."""
-    return float32_array(vector)
-
-
-def faces_json(faces: Sequence[Any]) -> list[dict[str, Any]]:
-    """Faces (faces.Face) as the official service lists them: integral unclipped boxes, raw embedding."""
-    ordered = sorted(faces, key=lambda f: -float(np.float32(f.score)))
-    result = []
-    for face in ordered:
-        if face.embedding is None:
-            raise ValueError("face without embedding in a recognition response")
-        x1, y1, x2, y2 = np.round(np.asarray(face.box, dtype=np.float32))
-        result.append(
-            {
-                "boundingBox": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
-                "embedding": float32_array(face.embedding),
-                "score": np.float32(face.score),
-            }
-        )
-    return result
-
-
-def ocr_json(lines: Sequence[Any], width: int, height: int, min_score: float) -> dict[str, Any]:
-    """OCR lines (ocr.OcrLine) as the official service returns them, filtered by textScore > min_score.
-
-    Boxes are normalised by the image size in float32 and flattened TL TR BR BL. Unlike the
-    official service, boxScore stays aligned with its box (the official one is left in detector
-    order while boxes are re-sorted). Key order differs between "nothing detected" and "detected
-    but all filtered out", as in the official service.
-    """
-    if not lines:
-        return {"box": [], "boxScore": [], "text": [], "textScore": []}
-    boxes, texts, box_scores, text_scores = [], [], [], []
-    size = np.array([np.float32(width), np.float32(height)], dtype=np.float32)
-    for line in lines:
-        text_score = round(float(line.text_score), 5)
-        if not text_score > min_score:
-            continue
-        quad = np.asarray(line.box, dtype=np.float32).reshape(4, 2) / size
-        boxes.extend(np.float32(v) for v in quad.ravel())
-        texts.append(str(line.text))
-        box_scores.append(np.float32(line.box_score))
-        text_scores.append(text_score)
-    return {"box": boxes, "text": texts, "boxScore": box_scores, "textScore": text_scores}
 
 
 def response_json(results: Mapping[str, Any], image_size: tuple[int, int] | None) -> bytes:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
-from hailo_immich_cli.recipes import IMMICH_TASKS, TASKS
+from hailo_immich_cli.resolve import RequestResolver, preload_candidates
 from hailo_immich_cli.server.metrics import Metrics
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings, preload_from_env
+from hailo_immich_cli.tasks import immich_pairs, recipe_tasks
 
 log = logging.getLogger("hailo_immich.server")
 
@@ -99,18 +100,14 @@ def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[
     the recipes MACHINE_LEARNING_PRELOAD__* names."""
     planned: list[str] = []
     errors: dict[str, str] = {}
-    for task in TASKS:
-        candidates = []
+    for task in recipe_tasks():
         try:
-            candidates.append(session.resolve(task))
-            backend = session.backend_for_task(task)
+            candidates = preload_candidates(session, task)
         except BackendUnavailableError as exc:
             errors[task] = str(exc)
             continue
         except HailoImmichError:
             continue
-        # Recipes marked prefer_when_present (e.g. Immich's own buffalo_l pack) serve once fetched.
-        candidates += [r for r in session.recipes.for_task(task, backend) if r.raw.get("prefer_when_present")]
         for recipe in candidates:
             if recipe.id not in planned and _files_present(session, recipe.id):
                 planned.append(recipe.id)
@@ -123,7 +120,7 @@ def preload_plan(session: SessionManager, env: Mapping[str, str]) -> tuple[list[
                 task = key.rsplit("__", 1)[1].lower().replace("_", "-")
                 wanted.setdefault((task, type_), [v.strip() for v in value.split(",") if v.strip()])
     for (task, type_), names in sorted(wanted.items()):
-        recipe_task = IMMICH_TASKS.get((task, type_))
+        recipe_task = immich_pairs().get((task, type_))
         if recipe_task is None:
             errors[f"{task}/{type_}"] = "MACHINE_LEARNING_PRELOAD__ names an unknown task/type"
             continue
@@ -148,31 +145,13 @@ class ServerState:
         self.loader = LoaderStatus()
         self.started = time.time()
         self._thread: threading.Thread | None = None
-        self.off_backend: dict[str, str] = {}  # recipe id -> why it runs off the active backend
-        self._off_lock = threading.Lock()
+        # (task, Immich model name) -> recipe id for /predict, reporting requests served off the task's backend
+        self.resolve_recipe = RequestResolver(self.session, settings.model_names_policy)
 
-    def resolve_recipe(self, task: str, name: str | None) -> str:
-        """session.resolve, saying loudly (once per recipe) when a request lands off the active backend.
-
-        An Immich model name only one CPU recipe reproduces (e.g. buffalo_l on a Hailo host) is
-        served on the CPU rather than answered with another model's vectors; that must not be silent.
-        """
-        recipe = self.session.resolve(task, name)
-        wanted = self.session.backend_for_task(task)
-        if recipe.backend != wanted and self.settings.model_names_policy == "ignore":
-            # 'ignore' means: serve what is configured for this backend, whatever the name asks for.
-            recipe = self.session.resolve(task, None)
-        if recipe.backend != wanted and recipe.id not in self.off_backend:
-            reason = (
-                f"NOT ON THE {wanted.upper()} BACKEND: Immich model '{name}' for {task} is served by {recipe.id} "
-                f"on the {recipe.backend} backend, because no {wanted} recipe reproduces it"
-            )
-            with self._off_lock:
-                first = recipe.id not in self.off_backend
-                self.off_backend[recipe.id] = reason
-            if first:
-                log.warning("%s", reason)
-        return recipe.id
+    @property
+    def off_backend(self) -> dict[str, str]:
+        """Recipe id -> why it runs off the active backend (shown in /health)."""
+        return self.resolve_recipe.off_backend
 
     def start_loading(self) -> threading.Thread:
         """Load models in the background; failures are recorded (and shown by /health), not fatal."""

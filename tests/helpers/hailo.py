@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
-import pytest
 
 from hailo_immich_cli.recipes import Recipe, RecipeBook, TensorSpec
 from hailo_immich_cli.session import SessionManager
@@ -41,16 +40,6 @@ def uninstall_double() -> None:
         sys.path.remove(str(FAKES))
     for name in [m for m in sys.modules if m == "hailo_platform" or m.startswith("hailo_platform.")]:
         del sys.modules[name]
-
-
-@pytest.fixture
-def hailo_double():
-    """The emulated machine (one Hailo-8, matching driver); removed from sys.path afterwards."""
-    machine = install_double()
-    try:
-        yield machine
-    finally:
-        uninstall_double()
 
 
 def emulator():

@@ -1,15 +1,11 @@
-"""A real `hailo-immich serve` (gunicorn) on loopback, and requests built exactly like Immich's server.
+"""A real `hailo-immich serve` (gunicorn) on loopback, asked the way Immich's server asks.
 
-Immich's server posts with Node's fetch + FormData (undici): `entries` first, then either a file
-part `image` (filename "blob", application/octet-stream) or a plain `text` field.
+Requests are built by `hailo_immich_cli.testkit.requests.immich_form` (undici's multipart encoding).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -19,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import requests
-from PIL import Image
+
+from hailo_immich_cli.testkit.requests import immich_form
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -30,34 +26,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def immich_form(entries: Mapping[str, Any] | str | None, image: bytes | None = None, text: str | None = None) -> tuple[bytes, str]:
-    """(body, content type) of the multipart request Immich's server sends (undici's encoding)."""
-    boundary = "----formdata-undici-0" + "".join(random.choice("0123456789") for _ in range(11))
-    parts: list[bytes] = []
-    if entries is not None:
-        value = entries if isinstance(entries, str) else json.dumps(entries, separators=(",", ":"))
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="entries"\r\n\r\n'.encode() + value.encode() + b"\r\n")
-    if image is not None:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="blob"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        parts.append(head.encode() + image + b"\r\n")
-    if text is not None:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\n'.encode() + text.encode() + b"\r\n")
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="JPEG", quality=quality)
-    return out.getvalue()
-
-
-def png(rgb: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="PNG")
-    return out.getvalue()
 
 
 @dataclass

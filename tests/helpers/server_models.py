@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.helpers.onnx_build import save_graph
+from hailo_immich_cli.testkit.onnx_build import save_graph
 
 from hailo_immich_cli.recipes import shipped_recipes_dir
 

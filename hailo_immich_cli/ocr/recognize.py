@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.ocr_ctc import ctc_greedy, load_charset
+from hailo_immich_cli.ocr.ctc import ctc_greedy, load_charset
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
 
@@ -203,7 +203,7 @@ def recognize(session, recipe: Recipe, crops: Sequence[np.ndarray]) -> Recogniti
     pieces' confidences weighted by their character counts.
     """
     model = session.model(recipe.id)
-    charset = load_charset(recipe, session.files)
+    charset = model.host_resource("charset", lambda: load_charset(recipe, session.files))
     if not crops:
         return Recognition([], [], model.provenance)
     pre = recipe.preprocess

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.errors import BadInputError, ModelMissingError, UnknownModelError
-from hailo_immich_cli.face_detect import run_detector
-from hailo_immich_cli.face_embed import aligned_crops, cosine_similarity, embed_crops
+from hailo_immich_cli.errors import BadInputError, UnknownModelError
+from hailo_immich_cli.faces.detect import run_detector
+from hailo_immich_cli.faces.embed import aligned_crops, cosine_similarity, embed_crops
 from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.resolve import choose
 
 DETECTION = "face-detection"
 RECOGNITION = "face-recognition"
@@ -42,32 +43,9 @@ class FacesResult:
     truncated: int  # faces dropped by max_faces
 
 
-def _choose(session, task: str, name: str | None) -> Recipe:
-    """Explicit name (or the recipe configured for the task) wins; else the backend's `default`
-    recipe, unless a `prefer_when_present` recipe (e.g. Immich's buffalo_l pack, fetched by the
-    user) has its model file on disk."""
-    if name or session.settings.task_recipes.get(task):  # explicit, or HAILO_IMMICH_TASK_RECIPES
-        return session.resolve(task, name)
-    backend = session.backend_for_task(task)
-    candidates = session.recipes.for_task(task, backend)
-    preferred = sorted(
-        (r for r in candidates if r.raw.get("prefer_when_present")),
-        key=lambda r: (int(r.raw.get("prefer_when_present")), r.id),
-    )
-    for recipe in preferred:
-        if session.files.find(recipe, recipe.file("model")) is not None:
-            return recipe
-    defaults = [r for r in candidates if r.default]
-    if defaults:
-        return defaults[0]
-    if preferred:
-        first = preferred[0]
-        raise ModelMissingError(first.id, str(session.files.target(first, first.file("model"))))
-    raise UnknownModelError(f"no recipe for {task} on the {backend} backend")
-
-
 def choose_detector(session, name: str | None = None) -> Recipe:
-    return _choose(session, DETECTION, name)
+    """The detector by the rules of resolve.choose (a fetched `prefer_when_present` pack wins over the default)."""
+    return choose(session, DETECTION, name)
 
 
 def choose_recognizer(session, name: str | None = None) -> Recipe:
@@ -76,7 +54,7 @@ def choose_recognizer(session, name: str | None = None) -> Recipe:
     No ONNX face recogniser installs offline, so on a fresh CPU-only machine this raises and
     callers run detection only.
     """
-    return _choose(session, RECOGNITION, name)
+    return choose(session, RECOGNITION, name)
 
 
 def analyze_faces(

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.helpers.clip import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
-from tests.helpers.faces import PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx
+from hailo_immich_cli.testkit.clip_models import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
+from hailo_immich_cli.testkit.face_models import (
+    PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx,
+)
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]

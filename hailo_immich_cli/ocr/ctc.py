@@ -6,17 +6,12 @@ space is kept: dropping it runs words together, which breaks Immich's text searc
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from hailo_immich_cli.errors import ModelCorruptError, ModelMismatchError
 from hailo_immich_cli.recipes import Recipe
-
-_CACHE: dict[tuple[str, int, int, str], tuple[str, ...]] = {}
-_CACHE_LOCK = threading.Lock()
-
 
 def charset_from_lines(lines: list[str], post) -> tuple[str, ...]:
     """Class table: blank (index `blank_index`), the dictionary from `dictionary_offset`, then the space."""
@@ -43,7 +38,9 @@ def _read_onnx_metadata(path: Path, key: str) -> list[str]:
 
 
 def load_charset(recipe: Recipe, files) -> tuple[str, ...]:
-    """The recipe's class table: from its `dictionary` file, else from ONNX metadata (`dictionary_metadata_key`)."""
+    """The recipe's class table: from its `dictionary` file, else from ONNX metadata (`dictionary_metadata_key`).
+
+    Read on every call: callers keep it on the loaded model (`LoadedModel.host_resource`)."""
     post = recipe.postprocess
     if recipe.has_file("dictionary"):
         path, source = files.require(recipe, "dictionary"), "file"
@@ -52,19 +49,11 @@ def load_charset(recipe: Recipe, files) -> tuple[str, ...]:
         if not key:
             raise ModelMismatchError(f"recipe {recipe.id}: no dictionary file and no postprocess.dictionary_metadata_key")
         path, source = files.require(recipe, "model"), f"meta:{key}"
-    st = path.stat()
-    cache_key = (str(path), st.st_size, st.st_mtime_ns, source)
-    with _CACHE_LOCK:
-        if cache_key in _CACHE:
-            return _CACHE[cache_key]
     try:
         lines = _read_lines(path) if source == "file" else _read_onnx_metadata(path, source[5:])
     except UnicodeDecodeError as exc:
         raise ModelCorruptError(recipe.id, str(path), f"dictionary is not UTF-8: {exc}") from exc
-    charset = charset_from_lines(lines, post)
-    with _CACHE_LOCK:
-        _CACHE[cache_key] = charset
-    return charset
+    return charset_from_lines(lines, post)
 
 
 def ctc_greedy(probs: np.ndarray, charset: tuple[str, ...], blank: int = 0) -> list[tuple[str, float]]:

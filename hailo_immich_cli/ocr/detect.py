@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
-from hailo_immich_cli.ocr_db import DbParams, db_boxes, order_and_filter
+from hailo_immich_cli.ocr.binarize import DbParams, db_boxes, order_and_filter
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
 

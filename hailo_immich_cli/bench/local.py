@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hailo_immich_cli.backends.base import LoadedModel, TensorInfo
-from hailo_immich_cli.benchkit import LoopResult, host_info, loop_summary, report_header, timed_loop
+from hailo_immich_cli.bench.timing import LoopResult, host_info, loop_summary, report_header, timed_loop
 from hailo_immich_cli.errors import (
     BadInputError,
     DeviceError,
@@ -37,18 +37,14 @@ from hailo_immich_cli.errors import (
 from hailo_immich_cli.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
+from hailo_immich_cli.tasks import bench_jobs, registry
 from hailo_immich_cli.tensors import image_input
 
 SCHEMA_VERSION = 1
 
-# bench task -> (recipe tasks it runs, the recipe task whose batch the sweep changes, settings field for that batch)
-TASKS: dict[str, tuple[tuple[str, ...], str, str | None]] = {
-    "faces": (("face-detection", "face-recognition"), "face-recognition", "max_batch_faces"),
-    "clip": (("clip-visual",), "clip-visual", None),
-    "clip-text": (("clip-textual",), "clip-textual", None),
-    "ocr": (("ocr-detection", "ocr-recognition"), "ocr-recognition", "max_batch_ocr"),
-}
-DEFAULT_TASKS = ("faces", "clip", "ocr")
+# `--task` names: every benchmark job of the registry's tasks (CLIP has images and text queries).
+TASKS: tuple[str, ...] = tuple(bench_jobs())
+DEFAULT_TASKS: tuple[str, ...] = tuple(t.name for t in registry())
 
 BUSY_HINT = (
     "the Hailo device is held by another process (HAILO_OUT_OF_PHYSICAL_DEVICES), probably `hailo-immich serve`. "
@@ -241,7 +237,7 @@ class ImageSet:
 def load_images(folder: Path | None, limit: int = 16, max_pixels: int = 100_000_000) -> ImageSet:
     """Decode up to `limit` images from a folder (timed, like the service decodes), or make synthetic ones."""
     from hailo_immich_cli.batch.scan import iter_image_files
-    from hailo_immich_cli.benchkit import percentiles_ms
+    from hailo_immich_cli.bench.timing import percentiles_ms
     from hailo_immich_cli.imaging import decode_image
 
     if folder is None:
@@ -343,8 +339,9 @@ class Bench:
         for task in self.opts.tasks:
             if task not in TASKS:
                 raise BadInputError(f"--task: unknown task '{task}' (choose from {', '.join(TASKS)})")
+            owner, job = bench_jobs()[task]
             stages: dict[str, Recipe] = {}
-            for recipe_task in TASKS[task][0]:
+            for recipe_task in job.stages:
                 try:
                     recipe = by_task.get(recipe_task) or probe.resolve(recipe_task)
                 except UnknownModelError as exc:
@@ -356,10 +353,11 @@ class Bench:
                     continue
                 stages[recipe_task] = recipe
             found.extend(stages.values())
-            if task == "faces" and "face-detection" in stages and "face-recognition" not in stages:
-                self.notices.append(f"faces: end-to-end runs detection only ({missing.pop()})")
+            partial = owner.bench_partial(job, stages) if len(stages) < len(job.stages) else None
+            if partial:
+                self.notices.append(f"{task}: {partial} ({missing.pop()})")
                 plan[task] = stages
-            elif len(stages) == len(TASKS[task][0]):
+            elif len(stages) == len(job.stages):
                 plan[task] = stages
         self.notices.extend(f"skipped {m}" for m in missing)
         models = chosen or found
@@ -370,8 +368,9 @@ class Bench:
         overrides: dict[str, Any] = {}
         if intra is not None:
             overrides["intra_op_threads"] = intra
-        if batch is not None and task is not None and TASKS[task][2]:
-            overrides[TASKS[task][2]] = batch
+        setting = bench_jobs()[task][1].batch_setting if task is not None else None
+        if batch is not None and setting:
+            overrides[setting] = batch
         return self.settings.with_overrides(**overrides) if overrides else self.settings
 
     def _describe(self, session: SessionManager, model: LoadedModel) -> None:
@@ -449,56 +448,20 @@ class Bench:
         def next_image() -> np.ndarray:
             return images[next(counter) % len(images)]
 
-        if task == "faces":
-            from hailo_immich_cli.faces import analyze_faces
+        def next_texts(batch: int) -> list[str]:
+            n = next(counter)
+            return [SAMPLE_TEXTS[(n + i) % len(SAMPLE_TEXTS)] for i in range(batch)]
 
-            det = stages["face-detection"].id
-            rec = stages["face-recognition"].id if "face-recognition" in stages else None
-
-            def faces_work() -> int:
-                found.append(len(analyze_faces(session, next_image(), detector=det, recognizer=rec, embed=rec is not None).faces))
-                return 1
-
-            return faces_work
-        if task == "ocr":
-            from hailo_immich_cli.ocr import read_text
-
-            det, rec = stages["ocr-detection"].id, stages["ocr-recognition"].id
-
-            def ocr_work() -> int:
-                found.append(len(read_text(session, next_image(), detector=det, recognizer=rec).lines))
-                return 1
-
-            return ocr_work
-        if task == "clip":
-            from hailo_immich_cli.clip import encode_images
-
-            rid = stages["clip-visual"].id
-
-            def clip_work() -> int:
-                encode_images(session, [next_image() for _ in range(batch)], model=rid)
-                return batch
-
-            return clip_work
-        if task == "clip-text":
-            from hailo_immich_cli.clip import encode_texts
-
-            rid = stages["clip-textual"].id
-
-            def text_work() -> int:
-                n = next(counter)
-                encode_texts(session, [SAMPLE_TEXTS[(n + i) % len(SAMPLE_TEXTS)] for i in range(batch)], model=rid)
-                return batch
-
-            return text_work
-        raise BadInputError(f"unknown task {task}")
+        owner, job = bench_jobs()[task]
+        return owner.bench_work(job, session, stages, batch, next_image, next_texts, found)
 
     def end_to_end(self, task: str, stages: dict[str, Recipe]) -> list[dict[str, Any]]:
-        batch_task = TASKS[task][1] if TASKS[task][1] in stages else next(iter(stages))
+        wanted = bench_jobs()[task][1].batch_stage
+        batch_task = wanted if wanted in stages else next(iter(stages))
         batch_recipe = stages[batch_task].id
         batches = list(self.opts.batches)
-        if batch_task != TASKS[task][1] and batches != [1]:
-            self.notices.append(f"{task}: no {TASKS[task][1]} stage, so the batch sweep does not apply; batch 1 only")
+        if batch_task != wanted and batches != [1]:
+            self.notices.append(f"{task}: no {wanted} stage, so the batch sweep does not apply; batch 1 only")
             batches = [1]
         cells = []
         for intra in self._intra_values(stages[batch_task].backend):
@@ -522,7 +485,7 @@ class Bench:
                         seen = per_model.get(batch_recipe, {}).get("max_batch_seen")
                         cell = {"batch": batch, "threads": threads, "intra_op_threads": intra,
                                 **loop_summary(loop), "batch_recipe": batch_recipe,
-                                "batch_applies": batch_task == TASKS[task][1],
+                                "batch_applies": batch_task == wanted,
                                 "found_per_image": round(sum(found) / len(found), 3) if found else None,
                                 "batch_honoured": None if seen is None else seen <= batch,
                                 "models": per_model}
@@ -562,9 +525,10 @@ class Bench:
         if self.opts.end_to_end:
             if self.images is None:
                 self.images = load_images(None)
-            if "faces" in plan and self.images.source.startswith("synthetic"):
-                self.notices.append("faces: the synthetic images have no faces, so the recogniser is not exercised; "
-                                    "give --images DIR with photos of people")
+            for task in plan:
+                note = bench_jobs()[task][0].synthetic_images_note if self.images.source.startswith("synthetic") else None
+                if note:
+                    self.notices.append(f"{task}: {note}")
             for task, stages in plan.items():
                 if self.opts.recipes and not any(r.id in self.opts.recipes for r in stages.values()):
                     continue
@@ -604,10 +568,6 @@ def with_speedup(cells: list[dict[str, Any]], key: str = "items_per_s") -> list[
 
 
 # ---- advice ---------------------------------------------------------------------------------
-BATCH_ENV = {
-    "faces": "MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION",
-    "ocr": "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",
-}
 
 
 def best_cell(cells: Sequence[dict[str, Any]], max_latency_ms: float | None, key: str = "items_per_s") -> tuple[dict[str, Any] | None, bool]:
@@ -637,8 +597,9 @@ def advise_local(report: dict[str, Any], max_latency_ms: float | None) -> list[d
         if cell.get("intra_op_threads") is not None:
             env["MACHINE_LEARNING_MODEL_INTRA_OP_THREADS"] = str(cell["intra_op_threads"])
         applies = cell.get("batch_applies", False)
-        if task in BATCH_ENV and applies:
-            env[BATCH_ENV[task]] = str(cell["batch"])
+        batch_env = bench_jobs()[task][1].batch_env if task in bench_jobs() else None
+        if batch_env and applies:
+            env[batch_env] = str(cell["batch"])
         recipe_batch = {cell["batch_recipe"]: cell["batch"]} if applies and len(report["options"]["batches"]) > 1 else {}
         advice.append({
             "scope": task,

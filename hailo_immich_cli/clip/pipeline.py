@@ -4,19 +4,18 @@ Everything model-specific comes from the recipe:
 - images: `[preprocess] resize` = `shortest-crop` (Immich's path for its exports: PIL resize of the
   shorter side to `size`, `int()` centre crop), `crop-resize` (centre square crop, then resize) or
   `squash`; `interpolation` = a PIL filter; normalisation on the host or on the chip (tensors.py).
-- text: `[tokenizer]` (tokenizers.py) and `[text] feed`:
+- text: `[tokenizer]` (clip/tokenizers.py) and `[text] feed`:
   `token-ids` (ONNX exports take ids), or `token-embeddings` (the Hailo text encoders start after
   the embedding lookup: the host looks rows up in the extracted weights `.npz` and feeds them).
   `[text] output` = `pooled` (the graph returns the embedding) or `eot-projection` (the graph returns
   the whole sequence; the host takes the row at the first EOT and multiplies by `text_projection`).
 
-The host-side text steps are pure functions (`token_embeddings`, `quantize`, `pool_text_output`)
-so they are testable without a device.
+The host-side text steps are pure functions (`token_embeddings`, `pool_text_output`) so they are
+testable without a device; quantising a feed for an integer device input is the hailo backend's job.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,10 +27,9 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import (
     BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
 )
-from hailo_immich_cli.model_files import sha256_of
 from hailo_immich_cli.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
-from hailo_immich_cli.tokenizers import TextTokenizer, build_tokenizer
+from hailo_immich_cli.clip.tokenizers import TextTokenizer, build_tokenizer
 
 VISUAL, TEXTUAL = "clip-visual", "clip-textual"
 _MAX_RATIO = 32
@@ -98,9 +96,7 @@ _CHOICES = {
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """The CLIP-specific recipe keys, checked once per recipe with errors naming file and key."""
-    if recipe.id in _VALID:
-        return
+    """The CLIP-specific recipe keys (a few lookups), with errors naming file and key."""
     tables = {"preprocess": recipe.preprocess, "text": recipe.raw.get("text", {}), "tokenizer": recipe.raw.get("tokenizer", {})}
     for (table, key), choices in _CHOICES.items():
         value = tables[table].get(key)
@@ -113,10 +109,6 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(str(recipe.path), "files", "feed = token-embeddings needs a file with role = \"weights\"")
         if tables["text"].get("output") == "eot-projection" and "eot_id" not in tables["text"]:
             raise RecipeError(str(recipe.path), "text.eot_id", "is required with output = eot-projection")
-    _VALID.add(recipe.id)
-
-
-_VALID: set[str] = set()
 
 
 def prepare_images(recipe: Recipe, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -197,18 +189,13 @@ def encode_prepared(session, recipe: Recipe, feed: np.ndarray) -> Embeddings:
     return Embeddings(vectors, result.provenance)
 
 
-_CHECKED: set[tuple[str, str]] = set()
-
-
 def _check_visual_files(session, recipe: Recipe) -> None:
+    """An Immich cache's preprocess_cfg.json must agree with the recipe; read once per loaded model."""
     if not recipe.has_file("preprocess_cfg"):
         return
-    spec = recipe.file("preprocess_cfg")
-    path = session.files.find(recipe, spec)
-    if path is None or (recipe.id, str(path)) in _CHECKED:
-        return
-    check_preprocess_cfg(recipe, path)
-    _CHECKED.add((recipe.id, str(path)))
+    path = session.files.find(recipe, recipe.file("preprocess_cfg"))
+    if path is not None:
+        session.model(recipe.id).host_resource("preprocess_cfg_checked", lambda: check_preprocess_cfg(recipe, path) or True)
 
 
 def paired_model(recipes, model: str | None, task: str) -> str | None:
@@ -234,14 +221,6 @@ def token_embeddings(ids: np.ndarray, token_embedding: np.ndarray, positional: n
     if positional is not None:
         x = x + positional[: ids.shape[1]].astype(np.float32, copy=False)[None]
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def quantize(x: np.ndarray, scale: float, zero_point: float, dtype: str = "uint16") -> np.ndarray:
-    """Host-side quantisation for a UINT8/UINT16 device input: round(x / scale + zp), clipped."""
-    if not scale:
-        raise ModelMismatchError("the model's input has no quantisation scale; feed float32 instead (recipe inputs dtype)")
-    info = np.iinfo(np.dtype(dtype))
-    return np.clip(np.rint(x / np.float32(scale) + np.float32(zero_point)), info.min, info.max).astype(dtype)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
@@ -288,7 +267,7 @@ def pool_text_output(
     return rows @ projection.astype(np.float32, copy=False)
 
 
-# ---- text: per-recipe resources (tokenizer, weights), cached ---------------------------------
+# ---- text: per-model resources (tokenizer, weights), kept on the loaded model -----------------
 
 
 @dataclass(frozen=True)
@@ -296,10 +275,6 @@ class _TextResources:
     tokenizer: TextTokenizer
     weights: Mapping[str, np.ndarray]
     weights_sha256: str | None
-
-
-_RESOURCES: dict[tuple, _TextResources] = {}
-_RESOURCES_LOCK = threading.Lock()
 
 
 def _role_paths(session, recipe: Recipe) -> dict[str, Path | None]:
@@ -333,6 +308,11 @@ def load_text_weights(recipe: Recipe, path: Path) -> dict[str, np.ndarray]:
 
 
 def text_resources(session, recipe: Recipe) -> _TextResources:
+    """The text recipe's tokenizer and host-side weights, built once per loaded model."""
+    return session.model(recipe.id).host_resource("text", lambda: _build_text_resources(session, recipe))
+
+
+def _build_text_resources(session, recipe: Recipe) -> _TextResources:
     weights_path = None
     if recipe.has_file("weights"):
         spec = recipe.file("weights")
@@ -340,19 +320,9 @@ def text_resources(session, recipe: Recipe) -> _TextResources:
         if weights_path is None:
             raise ModelMissingError(recipe.id, str(session.files.target(recipe, spec)),
                                     hint=f"hailo-immich extract-weights --recipe {recipe.id} CHECKPOINT (see the recipe for where to get it)")
-    paths = _role_paths(session, recipe)
-    key = (recipe.id, tuple(sorted((k, str(v), v.stat().st_mtime_ns if v else 0) for k, v in paths.items())),
-           str(weights_path), weights_path.stat().st_mtime_ns if weights_path else 0)
-    with _RESOURCES_LOCK:
-        cached = _RESOURCES.get(key)
-    if cached is not None:
-        return cached
-    tokenizer = build_tokenizer(recipe.raw.get("tokenizer", {}), paths)
+    tokenizer = build_tokenizer(recipe.raw.get("tokenizer", {}), _role_paths(session, recipe))
     weights = load_text_weights(recipe, weights_path) if weights_path else {}
-    resources = _TextResources(tokenizer, weights, sha256_of(weights_path) if weights_path else None)
-    with _RESOURCES_LOCK:
-        _RESOURCES[key] = resources
-    return resources
+    return _TextResources(tokenizer, weights, session.files.sha256(weights_path) if weights_path else None)
 
 
 def tokenize(session, texts: Sequence[str], model: str | None = None) -> np.ndarray:
@@ -361,7 +331,7 @@ def tokenize(session, texts: Sequence[str], model: str | None = None) -> np.ndar
     return text_resources(session, recipe).tokenizer(list(texts))
 
 
-def text_feed(recipe: Recipe, ids: np.ndarray, weights: Mapping[str, np.ndarray], input_info=None) -> np.ndarray:
+def text_feed(recipe: Recipe, ids: np.ndarray, weights: Mapping[str, np.ndarray]) -> np.ndarray:
     """Token ids -> the text encoder's input tensor, as the recipe says the compiled graph expects it."""
     text = recipe.raw.get("text", {})
     spec = recipe.inputs[0] if recipe.inputs else None
@@ -372,10 +342,8 @@ def text_feed(recipe: Recipe, ids: np.ndarray, weights: Mapping[str, np.ndarray]
     x = token_embeddings(ids, weights["token_embedding"], positional)
     if spec is not None and spec.shape:
         x = x.reshape((x.shape[0], *spec.shape))
-    if dtype in ("uint8", "uint16"):
-        scale = getattr(input_info, "quant_scale", None)
-        zp = getattr(input_info, "quant_zp", None)
-        return quantize(x, scale or 0.0, zp or 0.0, dtype)
+    if dtype in ("uint8", "uint16"):  # a quantised device input: the hailo backend quantises floats
+        return x
     return x.astype(dtype, copy=False)
 
 
@@ -406,7 +374,6 @@ def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Emb
     loaded = session.model(recipe.id)
     resources = text_resources(session, recipe)
     name = input_name(recipe, loaded.inputs)
-    info = next((t for t in loaded.inputs if t.name == name), loaded.inputs[0] if loaded.inputs else None)
     eot_id = int(recipe.raw.get("text", {}).get("eot_id", getattr(resources.tokenizer, "eot_id", 49407)))
     provenance = loaded.provenance
     parts: list[np.ndarray] = []
@@ -415,10 +382,10 @@ def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Emb
         with session.host_time(recipe.id):
             if with_mask:
                 ids, mask = _ids_and_mask(recipe, resources.tokenizer, [str(t) for t in texts[part]])
-                feeds = {MCLIP_INPUTS[0]: text_feed(recipe, ids, resources.weights, info), MCLIP_INPUTS[1]: mask.astype(np.int32)}
+                feeds = {MCLIP_INPUTS[0]: text_feed(recipe, ids, resources.weights), MCLIP_INPUTS[1]: mask.astype(np.int32)}
             else:
                 ids = resources.tokenizer([str(t) for t in texts[part]])
-                feeds = {name: text_feed(recipe, ids, resources.weights, info)}
+                feeds = {name: text_feed(recipe, ids, resources.weights)}
         result = session.run(recipe.id, feeds)
         provenance = result.provenance
         with session.host_time(recipe.id):

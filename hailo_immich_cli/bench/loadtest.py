@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hailo_immich_cli.bench import SCHEMA_VERSION, best_cell, with_speedup
-from hailo_immich_cli.benchkit import (
+from hailo_immich_cli.bench.local import SCHEMA_VERSION, best_cell, with_speedup
+from hailo_immich_cli.bench.timing import (
     host_info,
     loop_summary,
     percentiles_ms,
@@ -33,29 +33,26 @@ from hailo_immich_cli.benchkit import (
     timed_loop,
 )
 from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.tasks import BenchJob, bench_jobs
 
-# Immich's default model per task, and the entries its server builds (immich-protocol.md §2.4).
-DEFAULT_MODEL_NAMES = {"faces": "buffalo_l", "clip": "ViT-B-32__openai", "clip-text": "ViT-B-32__openai", "ocr": "PP-OCRv5_mobile"}
-URL_TASKS = tuple(DEFAULT_MODEL_NAMES)
 IMMICH_PING_TIMEOUT_S = 2.0  # Immich's availability check gives /ping 2 s before marking the worker down
-JOB_NAMES = {"faces": "Face Detection", "clip": "Smart Search", "clip-text": "(search queries)", "ocr": "OCR"}
+# `--task` names for --url: every benchmark job of the registry's tasks, each with Immich's default model.
+URL_TASKS: tuple[str, ...] = tuple(bench_jobs())
+
+
+def _job(task: str) -> BenchJob:
+    if task not in URL_TASKS:
+        raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
+    return bench_jobs()[task][1]
+
+
+def default_model_name(task: str) -> str:
+    return _job(task).url_default_model
 
 
 def entries_for(task: str, model_name: str) -> str:
     """The `entries` JSON exactly as Immich's server serialises it (key order, no spaces)."""
-    if task == "faces":
-        data: dict[str, Any] = {"facial-recognition": {"detection": {"modelName": model_name, "options": {"minScore": 0.7}},
-                                                       "recognition": {"modelName": model_name}}}
-    elif task == "clip":
-        data = {"clip": {"visual": {"modelName": model_name}}}
-    elif task == "clip-text":
-        data = {"clip": {"textual": {"modelName": model_name, "options": {"language": "en"}}}}
-    elif task == "ocr":
-        data = {"ocr": {"detection": {"modelName": model_name, "options": {"minScore": 0.5, "maxResolution": 736}},
-                        "recognition": {"modelName": model_name, "options": {"minScore": 0.8}}}}
-    else:
-        raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
-    return json.dumps(data, separators=(",", ":"))
+    return json.dumps(_job(task).url_entries(model_name), separators=(",", ":"))
 
 
 def multipart(entries: str, image: bytes | None = None, text: str | None = None) -> tuple[bytes, str]:
@@ -170,7 +167,7 @@ class Payload:
 
 def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str]) -> Payload:
     entries = entries_for(task, model_name)
-    if task == "clip-text":
+    if _job(task).text:
         return Payload(task, [multipart(entries, text=t) for t in texts])
     return Payload(task, [multipart(entries, image=img) for img in images])
 
@@ -180,7 +177,7 @@ def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]
     if folder is None:
         import cv2
 
-        from hailo_immich_cli.bench import synthetic_images
+        from hailo_immich_cli.bench.local import synthetic_images
 
         encoded = [cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for img in synthetic_images()]
         return encoded, "synthetic JPEG (1920x1440, printed text, no faces)"
@@ -264,7 +261,7 @@ class LoadTest:
         self.target = Target.parse(url)
         if options.duration_s is None and options.count is None:
             raise BadInputError("give --duration, --count or both: a load test is always bounded")
-        if not images and any(t != "clip-text" for t in options.tasks):
+        if not images and any(not (t in URL_TASKS and _job(t).text) for t in options.tasks):  # text jobs need no images
             raise BadInputError("no images to send")
         self.opts = options
         self.images = images
@@ -326,7 +323,7 @@ class LoadTest:
         return {"idle_ping": idle, "client_ceiling": ceiling}
 
     def phase(self, task: str, concurrency: int) -> dict[str, Any]:
-        name = self.opts.model_names.get(task) or DEFAULT_MODEL_NAMES[task]
+        name = self.opts.model_names.get(task) or default_model_name(task)
         payload = payload_for(task, name, self.images, ["a photo of a dog", "sunset over the sea", "birthday party"])
         client = Client(self.target, self.opts.timeout_s)
         work = self._post(client, payload)
@@ -355,8 +352,7 @@ class LoadTest:
         control = self.control()
         tasks: dict[str, dict[str, Any]] = {}
         for task in self.opts.tasks:
-            if task not in URL_TASKS:
-                raise BadInputError(f"--task: unknown task '{task}' for --url (choose from {', '.join(URL_TASKS)})")
+            _job(task)
             tasks[task] = {"cells": with_speedup([self.phase(task, c) for c in self.opts.concurrency], "requests_per_s")}
         health = service.get("health") or {}
         report = {
@@ -368,7 +364,7 @@ class LoadTest:
                 "tasks": list(self.opts.tasks), "concurrency": list(self.opts.concurrency),
                 "duration_s": self.opts.duration_s, "count": self.opts.count, "warmup": self.opts.warmup,
                 "timeout_s": self.opts.timeout_s, "max_latency_ms": self.opts.max_latency_ms,
-                "model_names": {t: self.opts.model_names.get(t) or DEFAULT_MODEL_NAMES[t] for t in self.opts.tasks},
+                "model_names": {t: self.opts.model_names.get(t) or default_model_name(t) for t in self.opts.tasks},
             },
             "images": {"source": self.images_source, "count": len(self.images), "bytes": [len(b) for b in self.images]},
             "control": control,
@@ -405,7 +401,7 @@ def advise_url(report: dict[str, Any], max_latency_ms: float | None) -> list[dic
             "scope": task, "within_bound": ok, "bound": bound, "concurrency": c, "env": env,
             "requests_per_s": cell["requests_per_s"], "latency_ms": cell["latency_ms"],
             "text": (("" if ok else f"no concurrency met {bound}; lowest latency: ")
-                     + f"Immich job concurrency '{JOB_NAMES[task]}' = {c}, service MACHINE_LEARNING_REQUEST_THREADS >= {c}"
+                     + f"Immich job concurrency '{_job(task).job_label}' = {c}, service MACHINE_LEARNING_REQUEST_THREADS >= {c}"
                      + f" -> {cell['requests_per_s']:.2f} req/s, p95 {cell['latency_ms']['p95']:.0f} ms"),
         })
     return advice

@@ -14,9 +14,9 @@ from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
-from hailo_immich_cli.ocr_det import detect_text
-from hailo_immich_cli.ocr_order import immich_order, reading_order
-from hailo_immich_cli.ocr_rec import crop_lines, recognize
+from hailo_immich_cli.ocr.detect import detect_text
+from hailo_immich_cli.ocr.order import immich_order, reading_order
+from hailo_immich_cli.ocr.recognize import crop_lines, recognize
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `hailo-immich bench`: local sweeps, the `--url` load test, shared timing."""

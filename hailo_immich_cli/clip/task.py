@@ -1,0 +1,108 @@
+"""CLIP as a task: Immich's `clip` (visual for photos, textual for search queries), served, indexed and benchmarked.
+
+The pipeline is imported on first use, so the registry stays cheap to load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
+from hailo_immich_cli.tasks import BenchJob, Task
+
+VISUAL, TEXTUAL = "clip-visual", "clip-textual"
+IMMICH_DEFAULT_MODEL = "ViT-B-32__openai"
+
+
+def clip_json(vector: np.ndarray) -> str:
+    """A CLIP embedding as Immich stores it: a JSON string holding a float32 array."""
+    return float32_array(vector)
+
+
+def _visual_entries(name: str) -> dict[str, Any]:
+    return {"clip": {"visual": {"modelName": name}}}
+
+
+def text_entries(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """A search query as Immich's server asks for it (`options` as it sends them)."""
+    return {"clip": {"textual": {"modelName": name, "options": dict(options)}}}
+
+
+class ClipTask(Task):
+    def serve(self, session, plan, rgb: np.ndarray | None, text: str | None, outcome) -> str:
+        from hailo_immich_cli.clip import pipeline
+
+        visual = plan.get(self.immich_task, "visual")
+        if rgb is not None and visual is not None:
+            emb = pipeline.encode_images(session, [rgb], model=visual.recipe_id)
+        else:
+            textual = plan.get(self.immich_task, "textual")
+            assert textual is not None and text is not None  # protocol.check_inputs guarantees it
+            emb = pipeline.encode_texts(session, [text], model=textual.recipe_id)
+        outcome.backends[emb.provenance.recipe_id] = emb.provenance.backend
+        return clip_json(emb.vectors[0])
+
+    def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
+        return {VISUAL: session.resolve(VISUAL, name)}
+
+    def run_for_index(self, session, recipes: Mapping[str, Any], images: Sequence[np.ndarray]) -> list[tuple[Any, str]]:
+        from hailo_immich_cli.clip import pipeline
+
+        emb = pipeline.encode_images(session, list(images), model=recipes[VISUAL].id)
+        return [(vector, emb.provenance.backend) for vector in emb.vectors]
+
+    def index_rows(self, content: str, out) -> tuple[int, list[tuple[str, list[tuple]]]]:
+        """The image's vector, replacing the same model's earlier one."""
+        from hailo_immich_cli.batch.store import vector_blob
+        from hailo_immich_cli.batch.vector_keys import clip_key
+
+        vec = np.asarray(out.payload, dtype=np.float32).reshape(-1)
+        sql = "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding, vkey) VALUES (?, ?, ?, ?, ?, ?)"
+        return 1, [(sql, [(content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec), clip_key(content))])]
+
+    def remote_entries(self, name: str) -> dict[str, Any]:
+        return _visual_entries(name)
+
+    def parse_remote(self, body: Mapping[str, Any], provenance) -> np.ndarray:
+        return embedding_from_json(body[self.immich_task])
+
+    def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
+                   next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int]) -> Callable[[], int]:
+        from hailo_immich_cli.clip.pipeline import encode_images, encode_texts
+
+        if job.text:
+            rid = stages[TEXTUAL].id
+
+            def text_work() -> int:
+                encode_texts(session, next_texts(batch), model=rid)
+                return batch
+
+            return text_work
+        rid = stages[VISUAL].id
+
+        def image_work() -> int:
+            encode_images(session, [next_image() for _ in range(batch)], model=rid)
+            return batch
+
+        return image_work
+
+
+TASK = ClipTask(
+    name="clip",
+    immich_task="clip",
+    steps={"visual": VISUAL, "textual": TEXTUAL},
+    indexed=(VISUAL,),
+    immich_enum="CLIP",
+    immich_default_model=IMMICH_DEFAULT_MODEL,
+    embeddings=(VISUAL, TEXTUAL),
+    text_types=("textual",),
+    batched=True,
+    bench_jobs=(
+        BenchJob("clip", (VISUAL,), VISUAL, job_label="Smart Search", url_default_model=IMMICH_DEFAULT_MODEL,
+                 url_entries=_visual_entries),
+        BenchJob("clip-text", (TEXTUAL,), TEXTUAL, job_label="(search queries)", url_default_model=IMMICH_DEFAULT_MODEL,
+                 url_entries=lambda name: text_entries(name, {"language": "en"}), text=True),
+    ),
+)

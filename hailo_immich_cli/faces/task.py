@@ -1,0 +1,158 @@
+"""Faces as a task: Immich's `facial-recognition` (detection + recognition), served, indexed and benchmarked.
+
+The pipeline is imported on first use, so the registry stays cheap to load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
+from hailo_immich_cli.tasks import BenchJob, Task
+
+DETECTION, RECOGNITION = "face-detection", "face-recognition"
+
+
+def faces_json(faces: Sequence[Any]) -> list[dict[str, Any]]:
+    """Faces (pipeline.Face) as the official service lists them: integral unclipped boxes, raw embedding."""
+    ordered = sorted(faces, key=lambda f: -float(np.float32(f.score)))
+    result = []
+    for face in ordered:
+        if face.embedding is None:
+            raise ValueError("face without embedding in a recognition response")
+        x1, y1, x2, y2 = np.round(np.asarray(face.box, dtype=np.float32))
+        result.append(
+            {
+                "boundingBox": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                "embedding": float32_array(face.embedding),
+                "score": np.float32(face.score),
+            }
+        )
+    return result
+
+
+def _entries(name: str) -> dict[str, Any]:
+    """What Immich's server sends for face detection (its default minScore)."""
+    return {"facial-recognition": {"detection": {"modelName": name, "options": {"minScore": 0.7}},
+                                   "recognition": {"modelName": name}}}
+
+
+class FacesTask(Task):
+    def serve(self, session, plan, rgb: np.ndarray | None, text: str | None, outcome) -> list[dict[str, Any]]:
+        from hailo_immich_cli.faces import pipeline
+
+        det = plan.get(self.immich_task, "detection")
+        rec = plan.get(self.immich_task, "recognition")
+        assert det is not None and rec is not None and rgb is not None
+        result = pipeline.analyze_faces(
+            session,
+            rgb,
+            detector=det.recipe_id,
+            recognizer=rec.recipe_id,
+            min_score=det.options.get("minScore"),
+            embed=True,
+        )
+        outcome.backends[result.detector.recipe_id] = result.detector.backend
+        if result.truncated:  # the recipe's max_faces bound; the official service has none
+            outcome.notes.append(f"faces_dropped={result.truncated}")
+        if result.recognizer is not None:
+            outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
+        return faces_json(result.faces)
+
+    def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
+        """Detector and recogniser; detection only (said loudly) when no recogniser is on disk and none was named."""
+        from hailo_immich_cli.resolve import choose, recognizer_or_none, split_pair
+
+        det, rec = split_pair(name)
+        chosen = {DETECTION: choose(session, DETECTION, det)}
+        recognizer = recognizer_or_none(session, RECOGNITION, rec, lambda why: warn(
+            f"faces: no face recogniser is on disk, so faces are detected but not embedded ({why})"))
+        if recognizer is not None:
+            chosen[RECOGNITION] = recognizer
+        return chosen
+
+    def run_for_index(self, session, recipes: Mapping[str, Any], images: Sequence[np.ndarray]) -> list[tuple[Any, str]]:
+        from hailo_immich_cli.faces import pipeline
+
+        rec = recipes.get(RECOGNITION)
+        out = []
+        for rgb in images:
+            result = pipeline.analyze_faces(session, rgb, detector=recipes[DETECTION].id,
+                                            recognizer=rec.id if rec else None, embed=rec is not None)
+            out.append((result, result.detector.backend))
+        return out
+
+    def index_rows(self, content: str, out) -> tuple[int, list[tuple[str, list[tuple]]]]:
+        """One `faces` row per face, in file pixels: box, score, landmarks (when known), embedding."""
+        import json
+
+        from hailo_immich_cli.batch.store import vector_blob
+        from hailo_immich_cli.batch.vector_keys import face_key
+
+        result, s = out.payload, out.scale
+        detector = result.detector.model_id
+        recognizer = result.recognizer.model_id if result.recognizer is not None else None
+        rows = []
+        for idx, face in enumerate(result.faces):
+            marks = np.asarray(face.landmarks, dtype=np.float64).reshape(-1, 2) if face.landmarks is not None else None
+            landmarks = None
+            if marks is not None and marks.size and np.isfinite(marks).all():
+                landmarks = json.dumps([[round(float(x) * s, 2), round(float(y) * s, 2)] for x, y in marks])
+            emb = vector_blob(face.embedding) if face.embedding is not None else None
+            x1, y1, x2, y2 = (float(v) * s for v in face.box)
+            rows.append((content, out.model_id, detector, recognizer, out.backend, idx, x1, y1, x2, y2,
+                         float(face.score), landmarks, emb, face_key(content, out.model_id, idx)))
+        sql = ("INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding,"
+               " vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        return len(rows), [(sql, rows)]
+
+    def remote_entries(self, name: str) -> dict[str, Any]:
+        return _entries(name)
+
+    def parse_remote(self, body: Mapping[str, Any], provenance) -> Any:
+        from hailo_immich_cli.faces.pipeline import Face, FacesResult
+
+        faces = []
+        for f in body.get(self.immich_task, []):
+            b = f["boundingBox"]
+            faces.append(Face(box=(float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"])), score=float(f["score"]),
+                              landmarks=np.full((5, 2), np.nan, dtype=np.float32), embedding=embedding_from_json(f["embedding"])))
+        return FacesResult(faces=faces, width=int(body["imageWidth"]), height=int(body["imageHeight"]),
+                           detector=provenance, recognizer=provenance, truncated=0)
+
+    def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
+                   next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int]) -> Callable[[], int]:
+        from hailo_immich_cli.faces.pipeline import analyze_faces
+
+        det = stages[DETECTION].id
+        rec = stages[RECOGNITION].id if RECOGNITION in stages else None
+
+        def work() -> int:
+            found.append(len(analyze_faces(session, next_image(), detector=det, recognizer=rec, embed=rec is not None).faces))
+            return 1
+
+        return work
+
+    def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
+        """Without a recogniser, faces are still benchmarked: detection only."""
+        return "end-to-end runs detection only" if DETECTION in stages else None
+
+
+TASK = FacesTask(
+    name="faces",
+    immich_task="facial-recognition",
+    steps={"detection": DETECTION, "recognition": RECOGNITION},
+    indexed=(DETECTION, RECOGNITION),
+    immich_enum="FACIAL_RECOGNITION",
+    immich_default_model="buffalo_l",
+    geometry=(DETECTION,),
+    embeddings=(RECOGNITION,),
+    index_tables=("faces",),
+    detect_then_recognize=True,
+    synthetic_images_note="the synthetic images have no faces, so the recogniser is not exercised; "
+                          "give --images DIR with photos of people",
+    bench_jobs=(BenchJob("faces", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_faces",
+                         "MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", "Face Detection", "buffalo_l", _entries),),
+)

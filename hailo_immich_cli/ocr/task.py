@@ -1,0 +1,148 @@
+"""OCR as a task: Immich's `ocr` (detection + recognition), served, indexed and benchmarked.
+
+The pipeline is imported on first use, so the registry stays cheap to load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hailo_immich_cli.tasks import BenchJob, Task
+
+DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
+# The textScore threshold Immich's server sends by default (server/src/config.ts); used only when a request omits it.
+IMMICH_DEFAULT_MIN_REC_SCORE = 0.8
+
+
+def ocr_json(lines: Sequence[Any], width: int, height: int, min_score: float) -> dict[str, Any]:
+    """OCR lines (pipeline.OcrLine) as the official service returns them, filtered by textScore > min_score.
+
+    Boxes are normalised by the image size in float32 and flattened TL TR BR BL. Unlike the
+    official service, boxScore stays aligned with its box (the official one is left in detector
+    order while boxes are re-sorted). Key order differs between "nothing detected" and "detected
+    but all filtered out", as in the official service.
+    """
+    if not lines:
+        return {"box": [], "boxScore": [], "text": [], "textScore": []}
+    boxes, texts, box_scores, text_scores = [], [], [], []
+    size = np.array([np.float32(width), np.float32(height)], dtype=np.float32)
+    for line in lines:
+        text_score = round(float(line.text_score), 5)
+        if not text_score > min_score:
+            continue
+        quad = np.asarray(line.box, dtype=np.float32).reshape(4, 2) / size
+        boxes.extend(np.float32(v) for v in quad.ravel())
+        texts.append(str(line.text))
+        box_scores.append(np.float32(line.box_score))
+        text_scores.append(text_score)
+    return {"box": boxes, "text": texts, "boxScore": box_scores, "textScore": text_scores}
+
+
+def _entries(name: str) -> dict[str, Any]:
+    """What Immich's server sends for OCR (its default options)."""
+    return {"ocr": {"detection": {"modelName": name, "options": {"minScore": 0.5, "maxResolution": 736}},
+                    "recognition": {"modelName": name, "options": {"minScore": IMMICH_DEFAULT_MIN_REC_SCORE}}}}
+
+
+class OcrTask(Task):
+    def serve(self, session, plan, rgb: np.ndarray | None, text: str | None, outcome) -> dict[str, Any]:
+        from hailo_immich_cli.ocr import pipeline
+
+        det = plan.get(self.immich_task, "detection")
+        rec = plan.get(self.immich_task, "recognition")
+        assert det is not None and rec is not None and rgb is not None
+        min_rec = rec.options.get("minScore")
+        if min_rec is None:
+            min_rec = float(session.recipes.get(rec.recipe_id).postprocess.get("min_score", IMMICH_DEFAULT_MIN_REC_SCORE))
+        # The pipeline keeps every recognised line (threshold -1); ocr_json filters with strict >,
+        # so "nothing detected" and "all filtered out" keep their distinct official key orders.
+        result = pipeline.read_text(
+            session,
+            rgb,
+            detector=det.recipe_id,
+            recognizer=rec.recipe_id,
+            min_det_score=det.options.get("minScore"),
+            max_resolution=det.options.get("maxResolution"),
+            min_rec_score=-1.0,
+        )
+        outcome.backends[result.detector.recipe_id] = result.detector.backend
+        outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
+        # Lines in the official service's order (its sort quirk included); each line keeps its own
+        # box score (the official service misaligns them, see ocr_json).
+        lines = [line for line, _ in pipeline.immich_response_order(result)]
+        return ocr_json(lines, result.width, result.height, min_rec)
+
+    def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
+        from hailo_immich_cli.resolve import split_pair
+
+        det, rec = split_pair(name)
+        return {DETECTION: session.resolve(DETECTION, det), RECOGNITION: session.resolve(RECOGNITION, rec)}
+
+    def run_for_index(self, session, recipes: Mapping[str, Any], images: Sequence[np.ndarray]) -> list[tuple[Any, str]]:
+        from hailo_immich_cli.ocr import pipeline
+
+        out = []
+        for rgb in images:
+            result = pipeline.read_text(session, rgb, detector=recipes[DETECTION].id, recognizer=recipes[RECOGNITION].id)
+            out.append((result, result.detector.backend))
+        return out
+
+    def index_rows(self, content: str, out) -> tuple[int, list[tuple[str, list[tuple]]]]:
+        """One `ocr_lines` row per line (box in file pixels) and the image's whole text for full-text search."""
+        import json
+
+        result, s = out.payload, out.scale
+        rows = []
+        for idx, line in enumerate(result.lines):
+            box = [round(float(v) * s, 2) for v in np.asarray(line.box, dtype=np.float64).reshape(-1)]
+            rows.append((content, out.model_id, out.backend, idx, line.text, json.dumps(box),
+                         float(line.box_score), float(line.text_score)))
+        text = "\n".join(line.text for line in result.lines)
+        return len(rows), [
+            ("INSERT INTO ocr_lines (hash, model_id, backend, idx, text, box, box_score, text_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             rows),
+            ("INSERT INTO ocr_text (hash, model_id, backend, text) VALUES (?, ?, ?, ?)", [(content, out.model_id, out.backend, text)]),
+        ]
+
+    def remote_entries(self, name: str) -> dict[str, Any]:
+        return _entries(name)
+
+    def parse_remote(self, body: Mapping[str, Any], provenance) -> Any:
+        from hailo_immich_cli.ocr.pipeline import OcrLine, OcrResult
+
+        o = body[self.immich_task]
+        w, h = int(body["imageWidth"]), int(body["imageHeight"])
+        boxes = np.asarray(o.get("box", []), dtype=np.float32).reshape(-1, 4, 2) * np.array([w, h], dtype=np.float32)
+        lines = [OcrLine(text=t, box=boxes[i], box_score=float(bs), text_score=float(ts))
+                 for i, (t, bs, ts) in enumerate(zip(o["text"], o["boxScore"], o["textScore"]))]
+        return OcrResult(lines=lines, width=w, height=h, detector=provenance, recognizer=provenance)
+
+    def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
+                   next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int]) -> Callable[[], int]:
+        from hailo_immich_cli.ocr.pipeline import read_text
+
+        det, rec = stages[DETECTION].id, stages[RECOGNITION].id
+
+        def work() -> int:
+            found.append(len(read_text(session, next_image(), detector=det, recognizer=rec).lines))
+            return 1
+
+        return work
+
+
+TASK = OcrTask(
+    name="ocr",
+    immich_task="ocr",
+    steps={"detection": DETECTION, "recognition": RECOGNITION},
+    indexed=(DETECTION, RECOGNITION),
+    immich_enum="OCR",
+    immich_default_model="PP-OCRv5_mobile",
+    geometry=(DETECTION,),
+    detect_then_recognize=True,
+    index_tables=("ocr_lines", "ocr_text"),
+    int_options={"detection": {"maxResolution": 1}},
+    bench_jobs=(BenchJob("ocr", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_ocr", "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",
+                         "OCR", "PP-OCRv5_mobile", _entries),),
+)

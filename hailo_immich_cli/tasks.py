@@ -1,0 +1,143 @@
+"""The task registry: every job the package runs, each owned by its own package.
+
+A task package (`faces/`, `clip/`, `ocr/`) exports one `TASK`: what Immich calls it, its
+(task, type) pairs and the recipe task each one runs, and how it runs for `serve`, `index` (local
+and remote) and `bench`. The server, the indexer, the benchmarks and the CLI loop over
+`registry()`; nothing outside the task packages branches on a task's name. Adding a task is one
+package and one line in `_PACKAGES`.
+
+The registry is built on first use, so low layers (recipes, settings, session) can ask it for
+vocabularies without importing the pipelines at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Sequence
+
+# The task packages, in the order results, reports and /health list them.
+_PACKAGES = ("faces", "clip", "ocr")
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """One end-to-end benchmark job of a task (CLIP has two: images and text queries)."""
+
+    name: str  # `bench --task` name
+    stages: tuple[str, ...]  # recipe tasks it runs
+    batch_stage: str  # the recipe task whose batch size the sweep changes
+    batch_setting: str | None = None  # Settings field holding that batch size, if any
+    batch_env: str | None = None  # Immich's env var for it (advice)
+    job_label: str = ""  # Immich's job name, for `bench --url` reports
+    url_default_model: str = ""  # model name `bench --url` asks for
+    url_entries: Callable[[str], dict[str, Any]] | None = None  # /predict entries for `bench --url`
+    text: bool = False  # fed text, not images
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every task declares; its package subclasses it with the pipeline-facing methods.
+
+    Methods a task package implements (see faces/task.py for the fullest one):
+    - `serve(session, plan, rgb, text, outcome)`: one /predict task -> the JSON value under its key;
+    - `choose_for_index(session, name, warn)`: recipe per indexed stage;
+    - `run_for_index(session, recipes, images)`: (payload, backend) per image for the index;
+    - `index_rows(content, out)`: (items, [(sql, rows)]) that store a payload in the index;
+    - `remote_entries(name)` / `parse_remote(body, name, url)`: the same through a /predict service;
+    - `bench_work(job, session, stages, batch, next_image, next_texts, found)`: one benchmark call.
+    """
+
+    name: str  # index / CLI name
+    immich_task: str  # key in /predict entries and responses
+    steps: Mapping[str, str]  # Immich model type -> recipe task, in Immich's order
+    indexed: tuple[str, ...]  # recipe tasks `index` runs; the stored model key joins their model ids
+    immich_enum: str  # the official service's ModelTask enum name (its error messages quote it)
+    immich_default_model: str  # the model Immich's server asks for by default
+    geometry: tuple[str, ...] = ()  # recipe tasks whose output is boxes: any Immich model name may serve them
+    embeddings: tuple[str, ...] = ()  # recipe tasks whose output is a vector (recipes must say its size)
+    text_types: tuple[str, ...] = ()  # Immich types fed text instead of an image
+    detect_then_recognize: bool = False  # "recognition" needs "detection" in the same request
+    int_options: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # type -> integer option -> minimum
+    batched: bool = False  # index runs several images per call
+    index_tables: tuple[str, ...] = ()  # index tables whose rows for (content, model) a new result replaces
+    bench_jobs: tuple[BenchJob, ...] = ()
+    synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
+
+
+    @property
+    def recipe_tasks(self) -> tuple[str, ...]:
+        return tuple(self.steps.values())
+
+    def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
+        """When some stages' models are missing: what the job still measures, or None to skip it."""
+        return None
+
+    def model_key(self, model_ids: Sequence[str]) -> str:
+        """The key index results are stored under: every model that produced them, so changing any redoes the task."""
+        return "+".join(model_ids)
+
+
+@lru_cache(maxsize=None)
+def registry() -> tuple[Any, ...]:
+    return tuple(importlib.import_module(f"hailo_immich_cli.{name}.task").TASK for name in _PACKAGES)
+
+
+@lru_cache(maxsize=None)
+def by_name() -> dict[str, Any]:
+    return {t.name: t for t in registry()}
+
+
+@lru_cache(maxsize=None)
+def by_immich_task() -> dict[str, Any]:
+    return {t.immich_task: t for t in registry()}
+
+
+@lru_cache(maxsize=None)
+def recipe_tasks() -> tuple[str, ...]:
+    """Every recipe task, grouped by task package."""
+    return tuple(rt for t in registry() for rt in t.recipe_tasks)
+
+
+@lru_cache(maxsize=None)
+def immich_pairs() -> dict[tuple[str, str], str]:
+    """Immich's (task, type) pairs in /predict entries -> the recipe task each one runs."""
+    return {(t.immich_task, type_): rt for t in registry() for type_, rt in t.steps.items()}
+
+
+@lru_cache(maxsize=None)
+def immich_aliases() -> dict[str, tuple[str, ...]]:
+    """An Immich task name -> the recipe tasks of both its steps (settings accept either)."""
+    return {t.immich_task: t.recipe_tasks for t in registry()}
+
+
+@lru_cache(maxsize=None)
+def geometry_tasks() -> frozenset[str]:
+    """Recipe tasks whose output is geometry (boxes), not vectors Immich compares across models."""
+    return frozenset(rt for t in registry() for rt in t.geometry)
+
+
+@lru_cache(maxsize=None)
+def detect_then_recognize() -> tuple[str, ...]:
+    """Immich task names whose recognition step needs the detection step in the same request."""
+    return tuple(t.immich_task for t in registry() if t.detect_then_recognize)
+
+
+@lru_cache(maxsize=None)
+def embedding_tasks() -> frozenset[str]:
+    return frozenset(rt for t in registry() for rt in t.embeddings)
+
+
+@lru_cache(maxsize=None)
+def bench_jobs() -> dict[str, tuple[Any, BenchJob]]:
+    """`bench --task` name -> (task, job)."""
+    return {job.name: (t, job) for t in registry() for job in t.bench_jobs}
+
+
+def owner(recipe_task: str) -> Any:
+    """The task package a recipe task belongs to."""
+    for t in registry():
+        if recipe_task in t.recipe_tasks:
+            return t
+    raise KeyError(recipe_task)
