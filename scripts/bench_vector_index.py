@@ -60,21 +60,23 @@ def model_environment(workdir: Path) -> tuple[dict[str, str], str]:
     return env, model_id
 
 
+# A process's peak RSS survives exec and starts from its parent's at fork, and this script holds all
+# the vectors: a small launcher process starts each `search`, so its peak is its own.
+_LAUNCH = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, status, use = os.wait4(p.pid, 0); "
+           "print(f'PEAK_RSS_KB {use.ru_maxrss} {os.waitstatus_to_exitcode(status)}', file=sys.stderr)")
+
+
 def run_search(db: Path, env: dict[str, str], *extra: str) -> dict:
     """One `search` process: wall time, its own peak RSS (MiB) and its JSON output."""
     full = {**os.environ, **env, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "hailo_immich_cli", "search", str(db), "--text", QUERY, "-k", "5",
-                                 "--json", "--no-progress", *extra], stdout=out, stderr=err, env=full)
-        _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this one process
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"search failed: {err.read().decode()}")
-        return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "json": json.loads(out.read())}
+    cmd = [sys.executable, "-m", "hailo_immich_cli", "search", str(db), "--text", QUERY, "-k", "5", "--json", "--no-progress", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], capture_output=True, text=True, env=full)
+    wall = time.perf_counter() - t0  # includes the launcher's own start (~20 ms)
+    last = proc.stderr.strip().splitlines()[-1].split()
+    if last[0] != "PEAK_RSS_KB" or last[2] != "0":
+        raise SystemExit(f"search failed: {proc.stderr}")
+    return {"wall_s": wall, "rss_mb": int(last[1]) / 1024, "json": json.loads(proc.stdout)}
 
 
 def recall(db: Path, model_id: str, vectors: np.ndarray, count: int) -> tuple[float, float, float]:
