@@ -14,6 +14,11 @@ from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
 
 _HEIF_REGISTERED = False
 
+# decode_image checks its own max_pixels (HAILO_IMMICH_MAX_IMAGE_PIXELS) on the header's size before
+# anything is decoded. Pillow's built-in bound (89,478,485 px warning, twice that an error) would
+# otherwise fire first with its own number, so it is switched off for this process.
+Image.MAX_IMAGE_PIXELS = None
+
 
 def _register_heif() -> None:
     global _HEIF_REGISTERED
@@ -25,6 +30,21 @@ def _register_heif() -> None:
         except ImportError:  # pragma: no cover - pillow-heif is a dependency; HEIC then fails clearly
             pass
         _HEIF_REGISTERED = True
+
+
+def too_many_pixels(label: str, width: int, height: int, max_pixels: int) -> str:
+    return f"{label}: {width}x{height} is {width * height} pixels, more than the {max_pixels}-pixel limit (HAILO_IMMICH_MAX_IMAGE_PIXELS)"
+
+
+def header_pixels(data: bytes) -> int:
+    """Pixels the image's header claims (0 if unreadable): what decoding it will hold, known before decoding."""
+    _register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # undecodable input is decode_image's to report
+        return 0
+    return width * height
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,7 @@ def decode_image(
             img = Image.open(fp)
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageTooLargeError(f"{label}: {width}x{height} is more than {max_pixels} pixels")
+                raise ImageTooLargeError(too_many_pixels(label, width, height, max_pixels))
             orientation = 1
             try:
                 orientation = int(img.getexif().get(0x0112, 1) or 1)

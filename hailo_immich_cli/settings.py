@@ -50,6 +50,11 @@ class Settings:
     request_threads: int = field(default_factory=_cpu_count)
     worker_timeout: int = 300
     keepalive_timeout: int = 2
+    header_timeout_s: float = 5.0
+    min_upload_bytes_per_s: int = 32 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    max_inflight_pixels: int = 200_000_000
+    model_arena: bool = False
     max_batch_faces: int = 0
     max_batch_ocr: int = 6
     max_image_pixels: int = 100_000_000
@@ -100,6 +105,11 @@ class Settings:
                 raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(tasks)})")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
+        if not self.header_timeout_s > 0:
+            raise BadInputError(f"HAILO_IMMICH_HEADER_TIMEOUT_S must be > 0, not {self.header_timeout_s}")
+        for name in ("max_image_pixels", "max_request_bytes", "max_buffered_bytes", "max_inflight_pixels"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"{ENV[name].env[0]} must be >= 1, not {getattr(self, name)}")
 
     @property
     def ort_intra_op_threads(self) -> int:
@@ -125,6 +135,11 @@ ENV: dict[str, Setting] = {
     "request_threads": Setting(("MACHINE_LEARNING_REQUEST_THREADS",), "request threads of `serve`"),
     "worker_timeout": Setting(("MACHINE_LEARNING_WORKER_TIMEOUT",), "gunicorn worker timeout, seconds"),
     "keepalive_timeout": Setting(("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S",), "HTTP keep-alive, seconds"),
+    "header_timeout_s": Setting(("HAILO_IMMICH_HEADER_TIMEOUT_S",), "seconds a client may take to send a request's headers (then also the grace before the upload-rate check)"),
+    "min_upload_bytes_per_s": Setting(("HAILO_IMMICH_MIN_UPLOAD_BYTES_PER_S",), "slowest request body upload accepted, bytes/s (slower connections are dropped)"),
+    "max_buffered_bytes": Setting(("HAILO_IMMICH_MAX_BUFFERED_BYTES",), "request body bytes all connections together may hold (more: 503)"),
+    "max_inflight_pixels": Setting(("HAILO_IMMICH_MAX_INFLIGHT_PIXELS",), "decoded image pixels the predicts running at once may hold (more wait for a slot)"),
+    "model_arena": Setting(("MACHINE_LEARNING_MODEL_ARENA",), "ONNX Runtime's CPU memory arena (keeps peak tensor memory; off as in Immich's CPU image)"),
     "max_batch_faces": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION",), "faces per recognition call (0 = recipe)"),
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
@@ -161,6 +176,8 @@ def _parse(field_name: str, env_name: str, raw: str, type_hint: Any) -> Any:
             return raw.strip().lower() in ("1", "true", "yes", "on")
         if hint == "int":
             return int(raw)
+        if hint == "float":
+            return float(raw)
         return raw
     except ValueError as exc:
         raise BadInputError(f"environment variable {env_name}={raw!r} is not valid: {exc}") from exc

@@ -113,6 +113,9 @@ class CpuBackend(Backend):
         opts.intra_op_num_threads = self.settings.ort_intra_op_threads
         opts.inter_op_num_threads = self.settings.ort_inter_op_threads
         opts.log_severity_level = 3
+        # ORT's arena keeps the largest tensors it ever held (in doubling chunks) for the process's
+        # life; off, as in Immich's CPU image, memory after a large request is given back.
+        opts.enable_cpu_mem_arena = self.settings.model_arena
         return opts
 
     def load(self, recipe: Recipe, files: ModelFiles) -> LoadedModel:

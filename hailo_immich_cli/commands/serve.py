@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, fail, handle_errors, load_settings
 
 log = logging.getLogger("hailo_immich.server")
 
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         reload: bool = typer.Option(False, "--reload", help="Development: restart the worker when code changes."),
     ) -> None:
         """Serve Immich's /predict API (plus /health and /metrics) with gunicorn."""
-        from hailo_immich_cli.server.gunicorn_app import ServeApplication, bind_address, gunicorn_log_level, gunicorn_options
+        from hailo_immich_cli.server.gunicorn_app import ServeApplication, bind_address, gunicorn_log_level, gunicorn_options, port_in_use
 
         settings = load_settings(
             backend,
@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
             model_names_policy=model_names,
             recipes_dir=recipes_dir,
         )
+        if port_in_use(settings.host, settings.port):
+            raise fail(f"port {settings.port} is in use on {settings.host} (choose another with --port or IMMICH_PORT)")
         _plain_log_lines(gunicorn_log_level(settings.log_level).upper())
         if settings.model_names_policy == "ignore":
             log.warning(

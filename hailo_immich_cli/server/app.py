@@ -26,10 +26,10 @@ from hailo_immich_cli.errors import (
     ModelMissingError,
     UnknownModelError,
 )
-from hailo_immich_cli.imaging import decode_image
-from hailo_immich_cli.server import protocol
+from hailo_immich_cli.imaging import decode_image, header_pixels
+from hailo_immich_cli.server import memory, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
-from hailo_immich_cli.server.predict import run_plan
+from hailo_immich_cli.server.predict import Outcome, run_plan
 from hailo_immich_cli.server.protocol import JSON_TYPE, TEXT_TYPE, ProtocolError
 from hailo_immich_cli.server.state import BusyError, ServerState
 
@@ -122,11 +122,16 @@ def create_app(state: ServerState) -> bottle.Bottle:
             fallback = int(session.fallback_reason is not None)
         except HailoImmichError:
             fallback = 0
+        rss, peak = memory.rss_bytes()
         gauges = {
             "models_loaded": len(backends),
             "cpu_fallback": fallback,
             "request_slots": state.gate.slots,
             "max_queue": state.gate.max_queue,
+            "resident_memory_bytes": rss,
+            "resident_memory_peak_bytes": peak,
+            "pixels_in_flight": state.gate.pixels_in_flight,
+            **_http_gauges(state),
         }
         text = state.metrics.render(session.stats(), backends, gauges)
         return _answer(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
@@ -186,11 +191,11 @@ def _read_request(state: ServerState) -> tuple[str | None, bytes | None, str | N
 
 def _predict(state: ServerState) -> bytes:
     start = time.perf_counter()
-    session = state.session
     tasks_label = "unparsed"
     models = ""
     timings: dict[str, float] = {}
     status = 500
+    pixels = 0
     error: BaseException | None = None
     try:
         entries, image, text = _read_request(state)
@@ -198,21 +203,8 @@ def _predict(state: ServerState) -> bytes:
         tasks_label = "+".join(plan.tasks) or "none"
         models = ",".join(plan.recipe_ids)
         protocol.check_inputs(plan, image is not None, text is not None)
-        with state.gate.slot() as waited:
-            timings["queue"] = round(waited * 1000, 2)
-            rgb, size = None, None
-            if image is not None:
-                t0 = time.perf_counter()
-                try:
-                    decoded = decode_image(image, max_pixels=state.settings.max_image_pixels)
-                except ImageTooLargeError:
-                    raise
-                except BadInputError as exc:
-                    raise _ImageDecodeError(str(exc)) from exc
-                rgb, size = decoded.rgb, (decoded.width, decoded.height)
-                timings["decode"] = round((time.perf_counter() - t0) * 1000, 2)
-            protocol.check_dependencies(plan)
-            outcome = run_plan(session, plan, rgb, size, text)
+        pixels = min(header_pixels(image), state.settings.max_image_pixels) if image else 0
+        outcome = _infer(state, plan, image, text, pixels, timings)
         timings.update(outcome.timings_ms)
         if outcome.backends:
             models = ",".join(f"{rid}@{backend}" for rid, backend in outcome.backends.items())
@@ -228,6 +220,28 @@ def _predict(state: ServerState) -> bytes:
         elapsed = time.perf_counter() - start
         state.metrics.record(tasks_label, status, elapsed)
         _log_request(status, tasks_label, models, elapsed, timings, error)
+        error = None  # its traceback holds the decoded image
+        if pixels >= memory.TRIM_AFTER_PIXELS and state.gate.running == 0:
+            memory.trim_after_large_request()  # the last large request of a burst gives freed memory back
+
+
+def _infer(state: ServerState, plan: protocol.Plan, image: bytes | None, text: str | None, pixels: int, timings: dict[str, float]) -> Outcome:
+    """Decode and run the plan inside the gate; the decoded image lives only in this frame."""
+    with state.gate.slot(pixels) as waited:
+        timings["queue"] = round(waited * 1000, 2)
+        rgb, size = None, None
+        if image is not None:
+            t0 = time.perf_counter()
+            try:
+                decoded = decode_image(image, max_pixels=state.settings.max_image_pixels)
+            except ImageTooLargeError:
+                raise
+            except BadInputError as exc:
+                raise _ImageDecodeError(str(exc)) from exc
+            rgb, size = decoded.rgb, (decoded.width, decoded.height)
+            timings["decode"] = round((time.perf_counter() - t0) * 1000, 2)
+        protocol.check_dependencies(plan)
+        return run_plan(state.session, plan, rgb, size, text)
 
 
 _EXPECTED = (ProtocolError, BusyError, _ImageDecodeError, BadInputError)
@@ -276,12 +290,39 @@ def health_report(state: ServerState) -> dict[str, Any]:
             report["status"] = "degraded"
     report["loader"] = state.loader.as_dict()
     report["model_names_policy"] = state.settings.model_names_policy
+    rss, peak = memory.rss_bytes()
+    settings = state.settings
     report["server"] = {
         "request_threads": state.gate.slots,
         "max_queue": state.gate.max_queue,
-        "max_request_bytes": state.settings.max_request_bytes,
-        "max_image_pixels": state.settings.max_image_pixels,
+        "max_request_bytes": settings.max_request_bytes,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_inflight_pixels": state.gate.max_pixels,
+        "pixels_in_flight": state.gate.pixels_in_flight,
+        "header_timeout_s": settings.header_timeout_s,
+        "min_upload_bytes_per_s": settings.min_upload_bytes_per_s,
+        "rss_bytes": rss,
+        "peak_rss_bytes": peak,
         "uptime_s": round(time.time() - state.started, 1),
         **state.metrics.snapshot(),
     }
+    http = state.http_stats
+    if http is not None:
+        report["server"]["connections"] = {
+            "open": http.open,
+            "buffered_bytes": http.buffered_bytes,
+            "dropped": dict(http.dropped),
+            "refused_busy": http.rejected_buffer + http.rejected_threads,
+        }
     return report
+
+
+def _http_gauges(state: ServerState) -> dict[str, int]:
+    """The HTTP loop's counters as /metrics gauges (absent when the app runs under another server)."""
+    http = state.http_stats
+    if http is None:
+        return {}
+    gauges = {"connections_open": http.open, "request_buffered_bytes": http.buffered_bytes}
+    for reason, count in sorted(http.dropped.items()):
+        gauges[f"connections_dropped_{reason}_total"] = count
+    return gauges

@@ -1,32 +1,26 @@
-"""Gunicorn glue: one worker process owns the device; a gthread pool serves the requests.
+"""Gunicorn glue: one worker process owns the device; its event loop serves the connections.
 
-The pool has spare threads beyond the inference slots (MACHINE_LEARNING_REQUEST_THREADS): waiting
-predicts park on the gate while /ping still finds a free thread, so Immich's 2-second health
-probe is answered even when every slot is busy.
+The worker (loop_worker.ServeWorker) reads requests on an asyncio loop and runs complete ones on
+a pool of the inference slots (MACHINE_LEARNING_REQUEST_THREADS) plus spare threads: waiting
+predicts park on the gate while /health still finds a thread, and /ping never needs one.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from concurrent import futures
+import socket
 from typing import Any, Mapping
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
 
+from hailo_immich_cli.server.limits import RESERVE_THREADS
+from hailo_immich_cli.server.loop_worker import ServeWorker
 from hailo_immich_cli.settings import Settings
 
+__all__ = ["ServeApplication", "ServeWorker", "bind_address", "gunicorn_log_level", "gunicorn_options"]
+
 log = logging.getLogger("hailo_immich.server")
-
-PING_RESERVE_THREADS = 4
-
-
-class ServeWorker(ThreadWorker):
-    """gthread worker with `threads` inference slots plus room for the queue and health probes."""
-
-    def get_thread_pool(self) -> futures.ThreadPoolExecutor:
-        spare = int(getattr(self.app, "spare_threads", 0))
-        return futures.ThreadPoolExecutor(max_workers=self.cfg.threads + spare, thread_name_prefix="request")
 
 
 def bind_address(host: str, port: int) -> str:
@@ -34,6 +28,23 @@ def bind_address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when another process listens on host:port (gunicorn would retry 5 times, 13 log lines)."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(bare or None, port, family, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # an unresolvable host is gunicorn's to report
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(infos[0][4])
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 # Immich's IMMICH_LOG_LEVEL words that are not Python's.
@@ -69,7 +80,7 @@ class ServeApplication(BaseApplication):
         self.settings = settings
         self.options = dict(options)
         self.env = env
-        self.spare_threads = settings.max_queue + PING_RESERVE_THREADS
+        self.spare_threads = settings.max_queue + RESERVE_THREADS
         self.state = None  # the worker's ServerState, once loaded
         super().__init__()
 
@@ -88,8 +99,12 @@ class ServeApplication(BaseApplication):
 
     def load(self):
         """Runs in the worker process: open the session, start loading models, return the WSGI app."""
+        from hailo_immich_cli.server import memory
         from hailo_immich_cli.server.app import create_app
         from hailo_immich_cli.server.state import ServerState
+
+        if not memory.tune_allocator():
+            log.debug("allocator settings not applied (not glibc): memory after large requests is returned less promptly")
 
         self.state = ServerState(self.settings, env=self.env)
         self.state.start_loading()

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 # Decimal exponents printed positionally (outside: 1e-7, 1.5e+13); measured against orjson 3.11/3.13.
 _POSITIONAL = {4: (-6, 12), 8: (-5, 15)}
@@ -52,11 +53,15 @@ def format_float(value: float | np.floating) -> str:
 
 
 def float32_array(values: np.ndarray) -> str:
-    """A float32 vector as a compact JSON array: what Immich stores as an embedding string."""
-    flat = np.asarray(values, dtype=np.float32).ravel()
+    """A float32 vector as a compact JSON array: what Immich stores as an embedding string.
+
+    Written by orjson itself (the official service's encoder): the same bytes as format_float
+    per value, at a hundredth of the cost (a 512-d vector took 1.4 ms in Python).
+    """
+    flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
     if not np.isfinite(flat).all():
         raise NonFiniteError("embedding contains NaN or infinity")
-    return "[" + ",".join(format_float(v) for v in flat) + "]"
+    return orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY).decode("ascii")
 
 
 def _string(text: str) -> str:

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -30,40 +31,80 @@ class BusyError(Exception):
 
 
 class Gate:
-    def __init__(self, slots: int, max_queue: int, metrics: Metrics, wait_timeout: float):
+    """Admission to inference: at most `slots` predicts and `max_pixels` decoded pixels at once.
+
+    A request that does not fit waits in arrival order (at most `max_queue` of them, for at most
+    `wait_timeout` s); one that would exceed the queue is refused at once. The pixel budget bounds
+    the memory that requests in flight hold: a few huge images wait for each other instead of
+    being decoded together. A request alone always runs (the budget is never below one image).
+    """
+
+    def __init__(self, slots: int, max_queue: int, metrics: Metrics, wait_timeout: float, max_pixels: int | None = None):
         self.slots = max(1, slots)
         self.max_queue = max(0, max_queue)
-        self._sem = threading.Semaphore(self.slots)
+        self.max_pixels = max_pixels if max_pixels is not None else 1 << 62
         self._lock = threading.Lock()
-        self._waiting = 0
+        self._running = 0
+        self._pixels = 0
+        # one condition per waiter, all on the gate's lock: only the head of the queue can be
+        # admitted, so only it is woken (waking every waiter on each release cost GIL hand-offs)
+        self._waiters: deque[threading.Condition] = deque()
         self._metrics = metrics
         self._timeout = wait_timeout
 
+    @property
+    def pixels_in_flight(self) -> int:
+        return self._pixels
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def _fits(self, pixels: int) -> bool:
+        return self._running < self.slots and (self._running == 0 or self._pixels + pixels <= self.max_pixels)
+
     @contextmanager
-    def slot(self) -> Iterator[float]:
-        """Hold one inference slot; yields the seconds spent waiting for it."""
+    def slot(self, pixels: int = 0) -> Iterator[float]:
+        """Hold one inference slot and `pixels` of the budget; yields the seconds spent waiting."""
         start = time.perf_counter()
-        if not self._sem.acquire(blocking=False):
-            with self._lock:
-                if self._waiting >= self.max_queue:
-                    self._metrics.adjust(rejected=1)
-                    raise BusyError(f"{self.slots} requests running and {self._waiting} waiting")
-                self._waiting += 1
-            self._metrics.adjust(queue=1)
-            try:
-                acquired = self._sem.acquire(timeout=self._timeout)
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-                self._metrics.adjust(queue=-1)
-            if not acquired:
-                raise BusyError(f"no inference slot within {self._timeout:.0f} s")
+        with self._lock:
+            if self._waiters or not self._fits(pixels):
+                self._wait(pixels)
+            self._running += 1
+            self._pixels += pixels
         self._metrics.adjust(in_flight=1)
         try:
             yield time.perf_counter() - start
         finally:
             self._metrics.adjust(in_flight=-1)
-            self._sem.release()
+            with self._lock:
+                self._running -= 1
+                self._pixels -= pixels
+                self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0].notify()
+
+    def _wait(self, pixels: int) -> None:
+        """Queue behind earlier waiters (lock held); BusyError when the queue is full or time runs out."""
+        if len(self._waiters) >= self.max_queue:
+            self._metrics.adjust(rejected=1)
+            raise BusyError(f"{self._running} requests running and {len(self._waiters)} waiting")
+        me = threading.Condition(self._lock)
+        self._waiters.append(me)
+        self._metrics.adjust(queue=1)
+        deadline = time.monotonic() + self._timeout
+        try:
+            while not (self._waiters[0] is me and self._fits(pixels)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BusyError(f"no inference slot within {self._timeout:.0f} s")
+                me.wait(left)
+        finally:
+            self._waiters.remove(me)
+            self._metrics.adjust(queue=-1)
+            self._wake_head()  # the next waiter may fit now
 
 
 @dataclass
@@ -141,7 +182,10 @@ class ServerState:
         self.session = session if session is not None else SessionManager(settings)
         self.metrics = Metrics()
         self.env = dict(os.environ if env is None else env)
-        self.gate = Gate(settings.request_threads, settings.max_queue, self.metrics, float(settings.worker_timeout))
+        # the budget always admits one largest image, or such an image could never run
+        budget = max(settings.max_inflight_pixels, settings.max_image_pixels)
+        self.gate = Gate(settings.request_threads, settings.max_queue, self.metrics, float(settings.worker_timeout), budget)
+        self.http_stats: Any = None  # the HTTP loop's counters, once a worker serves
         self.loader = LoaderStatus()
         self.started = time.time()
         self._thread: threading.Thread | None = None

@@ -93,7 +93,11 @@ def start_server(tmp_dir: Path, env_overrides: Mapping[str, str], wait_models: b
             raise RuntimeError(f"server did not answer /ping within {timeout} s:\n{server.log()}")
         time.sleep(0.1)
     while wait_models:
-        loader = server.get("/health").json()["loader"]
+        try:
+            loader = server.get("/health").json()["loader"]
+        except Exception:  # never leave a started server behind
+            stop_server(server)
+            raise
         if loader["state"] in ("ready", "partial"):
             break
         if time.monotonic() > deadline:
