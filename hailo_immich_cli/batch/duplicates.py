@@ -155,14 +155,8 @@ def _exact_pairs(conn: sqlite3.Connection, model_id: str, max_distance: float) -
 
 
 def _indexed_pairs(db_path, conn, model_id: str, max_distance: float, progress: Progress | None) -> list[tuple[str, str, float]]:
-    vi = VectorIndex(db_path, "clip", model_id)
-    if not vi.is_fresh(conn):
-        vi.sync(progress)
-    view = vi.open_view()
-    if view is None:
-        vi.sync(progress, force=True)
-        view = vi.open_view()
-    size = len(view) if view is not None else 0
+    view, _ = VectorIndex(db_path, "clip", model_id).fresh_view(conn, progress)
+    size = len(view)
     if size < 2:
         return []
     count = min(NEIGHBOURS, size)

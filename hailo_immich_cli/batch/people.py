@@ -85,13 +85,7 @@ def cluster(store, recognizer: str, max_distance: float = IMMICH_MAX_DISTANCE, m
     counts = {"faces": len(pending), "assigned": 0, "new_people": 0, "unassigned": 0}
     if not pending:
         return counts
-    vi = VectorIndex(store.path, "faces", recognizer)
-    if not vi.is_fresh(conn):
-        vi.sync(progress)
-    view = vi.open_view()
-    if view is None:
-        vi.sync(progress, force=True)
-        view = vi.open_view()
+    view, _ = VectorIndex(store.path, "faces", recognizer).fresh_view(conn, progress)
     view.expansion_search = max(96, NEIGHBOURS)
     label = f"grouping {len(pending)} new face(s) into people ({recognizer})"
     deferred: list[tuple[int, bytes]] = []

@@ -235,6 +235,17 @@ class VectorIndex:
         return index
 
     # ---- querying -------------------------------------------------------------------------------
+    def fresh_view(self, conn: sqlite3.Connection, progress: Progress | None = None) -> tuple[object, dict | None]:
+        """Synced if stale (rebuilt if unreadable) and memory-mapped; returns (view, what the sync did)."""
+        synced = None if self.is_fresh(conn) else self.sync(progress)
+        view = self.open_view()
+        if view is None:  # damaged behind a fresh-looking record: rebuild from the database
+            synced = self.sync(progress, force=True)
+            view = self.open_view()
+        if view is None:
+            raise VectorIndexUnavailable(f"cannot read {self.path}")
+        return view, synced
+
     def open_view(self):
         """The file memory-mapped for queries, or None if it cannot be read."""
         from usearch.index import Index as UIndex
@@ -258,15 +269,9 @@ class Searcher:
     def _view(self, kind: str, model_id: str):
         key = (kind, model_id)
         if key not in self._views:
-            vi = VectorIndex(self.db_path, kind, model_id)
-            if not vi.is_fresh(self.conn):
-                self.synced[key] = vi.sync(self.progress)
-            view = vi.open_view()
-            if view is None:  # damaged behind a fresh-looking record: rebuild from the database
-                self.synced[key] = vi.sync(self.progress, force=True)
-                view = vi.open_view()
-            if view is None:
-                raise VectorIndexUnavailable(f"cannot read {vi.path}")
+            view, synced = VectorIndex(self.db_path, kind, model_id).fresh_view(self.conn, self.progress)
+            if synced is not None:
+                self.synced[key] = synced
             self._views[key] = view
         return self._views[key]
 
