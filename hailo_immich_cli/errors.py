@@ -15,6 +15,20 @@ class BadInputError(HailoImmichError):
     exit_code = 2
 
 
+class DatabaseDamagedError(HailoImmichError):
+    """An index database has corrupt pages: nothing more is written to it, the message says what to do."""
+
+    exit_code = 8
+
+    def __init__(self, path: str, detail: str):
+        self.path = path
+        super().__init__(
+            f"{path}: the index database is damaged ({detail}); nothing was written to it. "
+            f"Check it with `sqlite3 {path} 'PRAGMA integrity_check'`, restore it from a backup, "
+            "or index into a new file with --db NEW.db"
+        )
+
+
 class ImageTooLargeError(BadInputError):
     """Decoded pixel count above the configured bound (decompression bombs)."""
 

@@ -121,12 +121,13 @@ class SessionManager:
             f"NO HAILO DEVICE: {detail}. Running on the CPU backend (ONNX Runtime) instead. "
             "Set HAILO_IMMICH_BACKEND=hailo to make this an error.",
             level=logging.WARNING,
+            cpu_fallback=detail,
         )
         return "cpu"
 
-    def _notice(self, message: str, level: int = logging.INFO) -> None:
+    def _notice(self, message: str, level: int = logging.INFO, **extra: str) -> None:
         self.notices.append(message)
-        log.log(level, message)
+        log.log(level, message, extra=extra)  # extra lets a one-off CLI command shorten the CPU fallback notice
 
     def backend(self, name: str) -> Backend:
         with self._lock:

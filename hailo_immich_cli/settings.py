@@ -59,6 +59,7 @@ class Settings:
     max_batch_ocr: int = 6
     max_image_pixels: int = 100_000_000
     max_request_bytes: int = 64 * 1024 * 1024
+    ocr_max_resolution: int = 2048
     max_queue: int = 32
     model_backends: Mapping[str, str] = field(default_factory=dict)
     task_recipes: Mapping[str, str] = field(default_factory=dict)
@@ -103,6 +104,8 @@ class Settings:
             unknown = sorted(set(table) - set(tasks))
             if unknown:  # a typo must not silently leave a task on another backend or recipe
                 raise BadInputError(f"{env_name}: unknown task {', '.join(unknown)} (tasks: {', '.join(tasks)})")
+        if self.ocr_max_resolution < 32:
+            raise BadInputError(f"HAILO_IMMICH_OCR_MAX_RESOLUTION must be at least 32, not {self.ocr_max_resolution}")
         if self.model_names_policy not in ("strict", "ignore"):
             raise BadInputError("model-names policy must be 'strict' or 'ignore'")
         if not self.header_timeout_s > 0:
@@ -144,6 +147,7 @@ ENV: dict[str, Setting] = {
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
+    "ocr_max_resolution": Setting(("HAILO_IMMICH_OCR_MAX_RESOLUTION",), "OCR detection input of `serve` at most this squared in pixels (a larger maxResolution is lowered, and the request log says so)"),
     "max_queue": Setting(("HAILO_IMMICH_MAX_QUEUE",), "predict requests allowed to wait for a slot in `serve` (more: 503)"),
     "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr=cpu' (Immich's task names facial-recognition, clip, ocr set both steps)"),
     "task_recipes": Setting(("HAILO_IMMICH_TASK_RECIPES",), "recipe per task, e.g. 'face-detection=scrfd-10g-hailo8'"),

@@ -112,8 +112,8 @@ def test_ocr_text_lands_in_fts(indexed):
 def test_rerun_is_a_no_op(indexed, env):
     root, db, manifest, _ = indexed
     before = dump(db)
-    proc = run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=0)
-    assert "skipped (failed before)" in proc.stderr
+    proc = run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=1)  # the corrupt files are still failed
+    assert "skipped (failed before)" in proc.stderr and "--retry-failed" in proc.stderr
     assert dump(db) == before
     run = rows(db, "SELECT status, new, changed, renamed, deleted, failed, unchanged, skipped_failed FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == ("completed", 0, 0, 0, 0, 0, len(manifest["images"]) + len(manifest["signs"]), 2)
@@ -172,7 +172,7 @@ def test_rename_move_copy_delete_modify_and_model_change(env, photos, tmp_path):
     st = os.stat(touched)
     os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
 
-    run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=0)
+    run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=1)  # the corrupt files are still failed
     run = rows(db, "SELECT new, changed, renamed, deleted, failed FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == (1, 2, 2, 1, 0)  # copy new; modified + touched changed; renamed + moved; deleted
     row_after = rows(db, "SELECT id, first_seen, hash, deleted FROM files WHERE path = ?", renamed_dst)[0]
@@ -191,7 +191,7 @@ def test_rename_move_copy_delete_modify_and_model_change(env, photos, tmp_path):
     ocr_before = rows(db, "SELECT hash, model_id, run_id, created FROM processed WHERE task = 'ocr' ORDER BY hash")
     model_env(Path(env["HAILO_IMMICH_RECIPES_DIR"]).parent, Path(env["HAILO_IMMICH_MODELS_DIR"]), recognizer_seed=7)
     try:
-        run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=0)
+        run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=1)
     finally:
         model_env(Path(env["HAILO_IMMICH_RECIPES_DIR"]).parent, Path(env["HAILO_IMMICH_MODELS_DIR"]), recognizer_seed=0)
     assert rows(db, "SELECT hash, model_id, run_id, created FROM processed WHERE task = 'ocr' ORDER BY hash") == ocr_before
@@ -223,7 +223,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(env, photos, tmp_path):
     assert 0 < done_at_kill < total, "the kill must land mid-run"
     assert rows(killed, "SELECT status FROM runs") == [("running",)]
 
-    run_cli(["index", str(root), "--db", str(killed), "--tasks", TASKS], env, check=0)  # the corrupt files failed before: skipped
+    run_cli(["index", str(root), "--db", str(killed), "--tasks", TASKS], env, check=1)  # the corrupt files failed before: skipped, still failed
     assert dump(killed) == dump(reference)
     resumed = rows(killed, "SELECT new, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert resumed[1] > 0 and resumed[0] + resumed[1] == len(manifest["images"]) + len(manifest["signs"])
@@ -317,7 +317,7 @@ def test_detect_embed_ocr_db_results_are_reused_by_index(env, photos, tmp_path):
     assert rows(db, "SELECT command, status FROM runs ORDER BY id") == [("detect", "completed"), ("embed", "completed"),
                                                                         ("ocr", "completed")]
     assert json.loads(_search(db, env, "--ocr", "sunday", "--json").stdout)["results"][0]["path"] == manifest["signs"]["OPEN SUNDAY"]
-    run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=0)
+    run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=1)  # the corrupt files stay failed
     run = rows(db, "SELECT new, changed, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == (0, 0, n)  # nothing redone: detect and embed stored exactly what index would
     assert rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id") == faces_before

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from hailo_immich_cli.testkit.loopback import free_port
 from hailo_immich_cli.testkit.photos import make_library
 from tests.helpers.batch import dump, model_env, processed_count, rows
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = "faces,clip,ocr"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

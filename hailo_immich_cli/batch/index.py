@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 from hailo_immich_cli.batch.engines import Engine, Item
 from hailo_immich_cli.batch.scan import iter_image_files
-from hailo_immich_cli.batch.store import FileRecord, Reader, Store, content_hash
+from hailo_immich_cli.batch.store import FileRecord, Reader, Store, content_hash, is_damage
 from hailo_immich_cli.errors import BadInputError, HailoImmichError
 from hailo_immich_cli.imaging import decode_image
 
@@ -39,6 +39,7 @@ class IndexOptions:
     max_pixels: int = 100_000_000
     batch: int = 8
     command: str = "index"
+    stop_seconds: float = 30.0  # how long Ctrl-C waits for the batch in the models before leaving it
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Indexer:
         self._lock = threading.Lock()
         min_side = options.decode_min_side
         self.draft_min_side = engine.min_side() if min_side is None else (min_side or None)
+        self._threads: list[threading.Thread] = []
 
     # ---- public -------------------------------------------------------------------------------
     def run(self) -> IndexStats:
@@ -114,7 +116,8 @@ class Indexer:
         runners = [threading.Thread(target=self._guard(self._infer), name=f"infer-{i}", daemon=True)
                    for i in range(max(1, self.engine.concurrency))]
         writer = threading.Thread(target=self._guard(self._write), name="writer", daemon=True)
-        for t in threads + decoders + runners + [writer]:
+        self._threads = threads + decoders + runners + [writer]
+        for t in self._threads:
             t.start()
         try:
             self._join(threads[1])
@@ -128,13 +131,15 @@ class Indexer:
                 self._join(t)
             self._put(self._writes, _STOP)
             self._join(writer)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # SIGINT/SIGTERM: stop every stage, keep what is finished
             self._abort.set()
-            writer.join(10)
-            self.store.finish_run(self.stats.run_id, "interrupted", self.stats.counts())
+            self._stop_threads()
+            if not writer.is_alive():
+                self.store.finish_run(self.stats.run_id, "interrupted", self.stats.counts())
             raise
         if self._error is not None:
-            self.store.finish_run(self.stats.run_id, "failed", self.stats.counts())
+            if not is_damage(self._error):  # a damaged file gets no further writes
+                self.store.finish_run(self.stats.run_id, "failed", self.stats.counts())
             raise self._error
         self.stats.complete = True
         if self.stats.scanned:
@@ -152,7 +157,18 @@ class Indexer:
         self.on_progress(self.stats)
         return self.stats
 
+    @property
+    def idle(self) -> bool:
+        """No stage thread is running (so the engine's models may be closed)."""
+        return not any(t.is_alive() for t in self._threads)
+
     # ---- plumbing -----------------------------------------------------------------------------
+    def _stop_threads(self) -> None:
+        """Join the stages after an abort; a batch already inside a model may take a moment to finish."""
+        deadline = time.monotonic() + self.options.stop_seconds
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def wrapped() -> None:
             try:

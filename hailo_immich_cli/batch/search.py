@@ -18,9 +18,9 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector
+from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector, is_damage
 from hailo_immich_cli.batch.vectors import Progress, Searcher, VectorIndexUnavailable, library_version
-from hailo_immich_cli.errors import BadInputError, UnknownModelError
+from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, UnknownModelError
 
 CHUNK = 16384
 
@@ -64,6 +64,8 @@ class Index:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise DatabaseDamagedError(str(path), str(exc)) from None
             raise BadInputError(f"{path}: not an index database: {exc}") from exc
         if version == 0:
             raise BadInputError(f"{path}: not an index database (no schema)")

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from hailo_immich_cli.batch.store import FileRecord, ModelInfo, Store, TaskOutput, content_hash
+from hailo_immich_cli.batch.store import FileRecord, ModelInfo, Store, TaskOutput, content_hash, database_errors
 
 
 class DbSink:
     """Collects one command's per-file results and commits them in batches (one file = all or nothing)."""
 
     def __init__(self, db: Path, command: str, paths: Sequence[Path], task: str, commit_every: int = 64):
+        self.db = Path(db)
         self.store = Store(db)
         self.task = task
         self.commit_every = commit_every
@@ -58,7 +59,7 @@ class DbSink:
     def flush(self) -> None:
         if not self.pending:
             return
-        with self.store.transaction():
+        with database_errors(self.db), self.store.transaction():
             for rec in self.pending:
                 kind = self.store.write_file(rec, self.run_id)
                 kind = "failed" if rec.status == "failed" else ("changed" if kind == "updated" else kind)

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ import xxhash
 
 from hailo_immich_cli.batch.people import migrate_people
 from hailo_immich_cli.batch.vector_keys import migrate_vector_keys
-from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, HailoImmichError
 from hailo_immich_cli.tasks import by_name
 
 SCHEMA_VERSION = 3
@@ -141,6 +142,60 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys, 3: migrate_people}
 
 
+# A file that is not SQLite at all (SQLITE_NOTADB) is "not an index database", not a damaged one.
+_DAMAGE_CODES = {"SQLITE_CORRUPT"}
+_DAMAGE_WORDS = ("malformed", "corrupt")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for SQLite's "the file itself is broken" errors (not for a lock, a full disk or a missing table)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.split("_(")[0] in _DAMAGE_CODES or any(w in str(exc).lower() for w in _DAMAGE_WORDS)
+
+
+def database_error(path: Path | str, exc: sqlite3.Error) -> HailoImmichError:
+    """One clear error for a SQLite failure on an index database."""
+    if is_damage(exc):
+        return DatabaseDamagedError(str(path), str(exc))
+    return HailoImmichError(f"{path}: index database error: {exc}")
+
+
+@contextmanager
+def database_errors(path: Path | str) -> Iterator[None]:
+    """Turn SQLite errors from anywhere inside (queries, a failed indexing stage) into one clear error."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from None
+
+
+def check_integrity(path: Path) -> None:
+    """Refuse a damaged file before anything writes to it (`PRAGMA quick_check` reads every page once)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise DatabaseDamagedError(str(path), str(exc)) from None
+        raise BadInputError(f"{path}: not a usable index database: {exc}") from None
+    if problems != ["ok"]:
+        raise DatabaseDamagedError(str(path), "; ".join(problems))
+
+
+def check_db_path(path: Path) -> None:
+    """A --db path the index can be written to, checked before anything is loaded; no folder is ever created."""
+    if path.is_dir():
+        raise BadInputError(f"--db {path}: is a folder; give a database file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"--db {path}: folder {parent} does not exist (create it first, or choose another path)")
+
+
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=60)
@@ -157,8 +212,9 @@ class Store:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise BadInputError(f"{self.path}: no such index database (create it with `hailo-immich index`)")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_db_path(self.path)
+        if self.path.is_file():
+            check_integrity(self.path)
         try:
             self.conn = _connect(self.path)
             self.db = sqlite_utils.Database(self.conn)
@@ -167,6 +223,8 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise DatabaseDamagedError(str(self.path), str(exc)) from None
             raise BadInputError(f"{self.path}: not a usable index database: {exc}") from exc
         self._in_tx = False
 

@@ -36,6 +36,7 @@ from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.tasks import BenchJob, bench_jobs
 
 IMMICH_PING_TIMEOUT_S = 2.0  # Immich's availability check gives /ping 2 s before marking the worker down
+SEARCH_TEXTS = ("a photo of a dog", "sunset over the sea", "birthday party")
 # `--task` names for --url: every benchmark job of the registry's tasks, each with Immich's default model.
 URL_TASKS: tuple[str, ...] = tuple(bench_jobs())
 
@@ -165,11 +166,15 @@ class Payload:
             return body
 
 
-def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str]) -> Payload:
+FormEncoder = Callable[..., tuple[bytes, str]]  # (entries, image=..., text=...) -> (body, content type)
+
+
+def payload_for(task: str, model_name: str, images: Sequence[bytes], texts: Sequence[str],
+                form: FormEncoder = multipart) -> Payload:
     entries = entries_for(task, model_name)
     if _job(task).text:
-        return Payload(task, [multipart(entries, text=t) for t in texts])
-    return Payload(task, [multipart(entries, image=img) for img in images])
+        return Payload(task, [form(entries, text=t) for t in texts])
+    return Payload(task, [form(entries, image=img) for img in images])
 
 
 def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]:
@@ -257,8 +262,9 @@ class Pinger:
 
 class LoadTest:
     def __init__(self, url: str, options: UrlOptions, images: list[bytes], images_source: str,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, form: FormEncoder = multipart):
         self.target = Target.parse(url)
+        self.form = form
         if options.duration_s is None and options.count is None:
             raise BadInputError("give --duration, --count or both: a load test is always bounded")
         if not images and any(not (t in URL_TASKS and _job(t).text) for t in options.tasks):  # text jobs need no images
@@ -324,7 +330,7 @@ class LoadTest:
 
     def phase(self, task: str, concurrency: int) -> dict[str, Any]:
         name = self.opts.model_names.get(task) or default_model_name(task)
-        payload = payload_for(task, name, self.images, ["a photo of a dog", "sunset over the sea", "birthday party"])
+        payload = payload_for(task, name, self.images, SEARCH_TEXTS, self.form)
         client = Client(self.target, self.opts.timeout_s)
         work = self._post(client, payload)
         warm_errors: dict[str, int] = {}

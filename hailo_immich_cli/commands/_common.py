@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
-from hailo_immich_cli.errors import HailoImmichError
+from hailo_immich_cli.commands import _signals
+from hailo_immich_cli.errors import BadInputError, HailoImmichError
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 
@@ -28,14 +27,40 @@ def stderr_console(settings: Settings | None = None) -> Console:
     return Console(stderr=True, no_color=no_color, highlight=False)
 
 
+class OneLineHandler(logging.Handler):
+    """One physical line per log record on stderr (a one-off command's output is read, not scrolled)."""
+
+    STYLES = {logging.WARNING: "yellow", logging.ERROR: "bold red", logging.CRITICAL: "bold red"}
+
+    def __init__(self, console: Console):
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = cli_message(record)
+            style = self.STYLES.get(record.levelno)
+            prefix = f"[{style}]{record.levelname.lower()}:[/] " if style else ""
+            self.console.print(prefix + escape(message), soft_wrap=True, highlight=False)
+        except Exception:
+            self.handleError(record)
+
+
+def cli_message(record: logging.LogRecord) -> str:
+    """The record's text; the CPU-fallback notice in its short form (serve, /health and reports keep the full one)."""
+    detail = getattr(record, "cpu_fallback", None)
+    if detail:
+        reason = str(detail).split(";")[0].strip()
+        return f"no Hailo device ({reason}): running on the CPU; HAILO_IMMICH_BACKEND=hailo makes this an error"
+    return record.getMessage()
+
+
 def setup_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     root = logging.getLogger("hailo_immich")
     root.setLevel(level)
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        handler = RichHandler(console=stderr_console(settings), show_path=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
+    if not any(isinstance(h, OneLineHandler) for h in root.handlers):
+        root.addHandler(OneLineHandler(stderr_console(settings)))
         root.propagate = False
 
 
@@ -47,6 +72,22 @@ def load_settings(backend: Optional[str] = None, models_dir: Optional[Path] = No
 
 def open_session(settings: Settings) -> SessionManager:
     return SessionManager(settings)
+
+
+def check_paths_exist(paths: Iterable[Path]) -> None:
+    """Every path named on the command line exists: said before anything is loaded or created."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise BadInputError(f"{', '.join(missing)}: no such file or folder")
+
+
+def check_arguments(paths: Iterable[Path] | None, db: Path | None = None) -> None:
+    """Input paths exist and a --db can be created: checked before any model loads or file is written."""
+    check_paths_exist(paths or ())
+    if db is not None:
+        from hailo_immich_cli.batch.store import check_db_path
+
+        check_db_path(db)
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
@@ -62,9 +103,13 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except HailoImmichError as exc:
+            signum = _signals.received()
+            if signum is not None:  # the error is a consequence of the interrupt (e.g. an import cut short)
+                _signals.exit_now(_signals.Interrupted(signum))
             raise fail(str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            stderr_console().print("interrupted")
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # SIGINT or SIGTERM: `finally` blocks have stopped the work
+            if not _signals.installed():  # inside another program (a test runner): let it decide
+                raise
+            _signals.exit_now(exc)
 
     return wrapper  # type: ignore[return-value]

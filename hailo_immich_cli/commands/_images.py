@@ -52,6 +52,8 @@ def process_images(
         for path in files:
             outcome: ImageOutcome[T] = ImageOutcome(path)
             try:
+                if not path.is_file():  # gone since the scan, or a folder named like an image
+                    raise BadInputError(f"{path}: no such file")
                 image = decode_image(path, max_pixels=max_pixels, exif_transpose=True)
                 outcome.result = work(path, image)
                 summary.ok += 1

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, check_arguments, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.faces.pipeline import FacesResult, analyze_faces, choose_detector, face_crops
@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
             raise BadInputError("give --json or --jsonl, not both")
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise BadInputError("--min-score must be between 0 and 1")
+        check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         err = stderr_console(settings)
         with open_session(settings) as session:

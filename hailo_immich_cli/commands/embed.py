@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 import numpy as np
 import typer
 
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, check_arguments, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.clip.task import TASK
 from hailo_immich_cli.errors import BadInputError
@@ -90,6 +90,7 @@ def register(app: typer.Typer) -> None:
             raise BadInputError("give image PATHs or --text, not both and not neither")
         if npy is not None and npy.suffix != ".npy":
             npy = npy.with_name(npy.name + ".npy")
+        check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
         out = _Output("text" if text else "path", jsonl, npy)

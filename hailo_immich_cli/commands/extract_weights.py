@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def extract_weights(
         checkpoint: Path = typer.Argument(..., help="The original checkpoint you downloaded (.safetensors, or a PyTorch .pt/.bin zip)."),
-        recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Text-encoder recipe id whose [weights] to extract."),
+        recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Id of the text-encoder recipe whose weights to extract."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .npz (default: the recipe's place in the models dir)."),
         list_keys: bool = typer.Option(False, "--list-keys", help="Only list the checkpoint's tensors (key, shape, dtype)."),
         models_dir: Optional[Path] = ModelsDirOption,

@@ -138,13 +138,19 @@ def _list(book: RecipeBook, selected: list[Recipe], files: ModelFiles, as_json: 
         typer.echo(json.dumps(rows, indent=2))
     else:
         table = Table(title=f"recipes ({files.models_dir})")
-        for col in ("recipe", "task", "backend", "state", "immich names"):
+        # Recipe ids are what users copy into --recipe: never cut them, even in a pipe's 80 columns.
+        table.add_column("recipe", no_wrap=True, min_width=1 + max((len(r["recipe"]) for r in rows), default=6))
+        for col in ("task", "backend", "state"):
             table.add_column(col)
+        table.add_column("immich names", overflow="fold")
         colours = {"present": "green", "missing": "yellow", "corrupt": "red"}
         for row in rows:
             mark = "*" if row["selected"] else " "
             state = f"[{colours[row['state']]}]{row['state']}[/]"
             table.add_row(f"{mark}{row['recipe']}", row["task"], row["backend"], state, ", ".join(row["immich_names"]))
-        Console().print(table)
+        out = Console()
+        if not out.is_terminal:  # a pipe has no width of its own: wider than the 80 columns rich assumes
+            out = Console(width=120, no_color=True)
+        out.print(table)
     not_ready = [r for r in rows if r["selected"] and r["state"] != "present"]
     return 1 if not_ready else 0

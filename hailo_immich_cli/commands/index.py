@@ -11,12 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hailo_immich_cli.batch.index import IndexOptions, Indexer, IndexStats
-from hailo_immich_cli.batch.store import Store
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
+from hailo_immich_cli.batch.store import Store, database_errors
+from hailo_immich_cli.commands._common import (
+    BackendOption,
+    ModelsDirOption,
+    check_arguments,
+    handle_errors,
+    load_settings,
+    stderr_console,
+)
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
 from hailo_immich_cli.tasks import by_name
 
-DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite) (env: HAILO_IMMICH_DB)")
+DbOption = typer.Option(..., "--db", envvar="HAILO_IMMICH_DB", help="Index database file (SQLite)")
 
 
 def parse_tasks(raw: str) -> tuple[str, ...]:
@@ -54,38 +61,53 @@ def register(app: typer.Typer) -> None:
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
         """Index photos: faces, CLIP vectors and OCR text into one SQLite file; re-runs do only what changed."""
+        # Arguments first: a typo must not load models, create a database or a folder.
+        selected = parse_tasks(tasks or ",".join(by_name()))
+        check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        selected = parse_tasks(tasks or ",".join(by_name()))
         names = {"clip": clip_model, "faces": face_model, "ocr": ocr_model}
         options = IndexOptions(paths=paths, decode_min_side=decode_min_side, retry_failed=retry_failed,
                                max_pixels=settings.max_image_pixels)
         if workers > 0:
             options.decode_workers = workers
-        store = Store(db)
-        session = None
-        try:
-            if remote:
-                from hailo_immich_cli.batch.remote import RemoteEngine
+        with database_errors(db):
+            # An existing file is checked for damage before any model loads; a new one is only
+            # created once the models are known to be there.
+            store = Store(db) if db.exists() else None
+            session = None
+            indexer = None
+            try:
+                if remote:
+                    from hailo_immich_cli.batch.remote import RemoteEngine
 
-                engine = RemoteEngine([u.strip() for u in remote.split(",") if u.strip()], selected, names)
-            else:
-                from hailo_immich_cli.batch.engines import LocalEngine
-                from hailo_immich_cli.session import SessionManager
+                    engine = RemoteEngine([u.strip() for u in remote.split(",") if u.strip()], selected, names)
+                else:
+                    from hailo_immich_cli.batch.engines import LocalEngine
+                    from hailo_immich_cli.session import SessionManager
 
-                session = SessionManager(settings)
-                if tasks is None:
-                    selected = _tasks_with_models(session, selected, names, console)
-                engine = LocalEngine(session, selected, names)
-            stats = _run(Indexer, store, engine, options, console, show=not no_progress)
-            _sync_vector_indexes(db, console, show=not no_progress)
-            _group_people(store, console, show=not no_progress)
-        finally:
-            if session is not None:
-                session.close()
-            store.close()
+                    session = SessionManager(settings)
+                    if tasks is None:
+                        selected = _tasks_with_models(session, selected, names, console)
+                    engine = LocalEngine(session, selected, names)
+                store = store or Store(db)
+                indexer = Indexer(store, engine, options)
+                stats = _run(indexer, console, show=not no_progress)
+                _sync_vector_indexes(db, console, show=not no_progress)
+                _group_people(store, console, show=not no_progress)
+            except KeyboardInterrupt:
+                if indexer is not None and not indexer.idle:
+                    # A stage is still busy (a batch inside a model, a commit): closing under it could
+                    # crash; the process exit releases both, and SQLite's journal keeps the file whole.
+                    session = store = None
+                raise
+            finally:
+                if session is not None:
+                    session.close()
+                if store is not None:
+                    store.close()
         _report(console, stats)
-        if stats.failures:
+        if stats.failures or stats.previous_failures:
             raise typer.Exit(1)
 
 
@@ -131,7 +153,7 @@ def _tasks_with_models(session, tasks: tuple[str, ...], names: dict, console) ->
     return tuple(usable)
 
 
-def _run(indexer_cls, store, engine, options, console, show: bool) -> IndexStats:
+def _run(indexer: Indexer, console, show: bool) -> IndexStats:
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} files/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -148,7 +170,8 @@ def _run(indexer_cls, store, engine, options, console, show: bool) -> IndexStats
             progress.update(bar, completed=stats.done, total=stats.total, description=_describe(stats),
                             rate=f"{stats.done / elapsed:.1f}")
 
-        stats = indexer_cls(store, engine, options, on_progress=update).run()
+        indexer.on_progress = update
+        stats = indexer.run()
         update(stats)
     return stats
 
@@ -167,4 +190,9 @@ def _report(console, stats: IndexStats) -> None:
         if len(stats.failures) > 50:
             console.print(f"... and {len(stats.failures) - 50} more (see the `files` table, status = 'failed')")
     if stats.previous_failures:
-        console.print(f"{len(stats.previous_failures)} unchanged file(s) failed in an earlier run; --retry-failed tries them again")
+        console.print(f"[red]{len(stats.previous_failures)} file(s) still failed from an earlier run[/] (unchanged since, "
+                      "so not tried again): `hailo-immich index --retry-failed` tries them again")
+        for path, error in stats.previous_failures[:10]:
+            console.print(f"  {escape(path)}: {escape(error or 'failed')}", soft_wrap=True)
+        if len(stats.previous_failures) > 10:
+            console.print(f"  ... and {len(stats.previous_failures) - 10} more")

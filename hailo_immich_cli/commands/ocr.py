@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, open_session, stderr_console
+from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, check_arguments, handle_errors, load_settings, open_session, stderr_console
 from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.ocr.pipeline import OcrResult, read_text
@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
         """Detect and read text lines; a bad file is reported and skipped (exit code 1 at the end)."""
         if as_json and as_jsonl:
             raise BadInputError("choose one of --json and --jsonl")
+        check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         err = stderr_console(settings)
         out = Console(no_color=settings.no_color, highlight=False)

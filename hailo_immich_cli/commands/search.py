@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hailo_immich_cli.batch.search import Hit, Index
+from hailo_immich_cli.batch.store import database_errors
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.commands._progress import step_progress
 from hailo_immich_cli.errors import BadInputError
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
         like: Optional[Path] = typer.Option(None, "--like", help="Photos that look like this image"),
         face: Optional[Path] = typer.Option(None, "--face", help="Photos with faces like the main face in this image"),
         person: Optional[str] = typer.Option(None, "--person", help="Photos of this person (name or id from `people`); combines with --text or --ocr"),
-        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results"),
+        top: int = typer.Option(10, "--top", "-k", min=1, help="How many results (at least 1)"),
         model: Optional[str] = typer.Option(None, "--model", help="Search vectors of this model id (default: the most used)"),
         as_json: bool = typer.Option(False, "--json", help="JSON object on stdout: results, query_ms, how the query ran"),
         paths_only: bool = typer.Option(False, "--paths", help="Paths only, one per line (for pipes)"),
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
             raise BadInputError("--json and --paths exclude each other")
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        with step_progress(console, show=not no_progress) as update:
+        with database_errors(db), step_progress(console, show=not no_progress) as update:
             index = Index(db, exact=exact, progress=update)
             session = None
             try:

@@ -5,6 +5,7 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -14,6 +15,24 @@ from hailo_immich_cli.tasks import BenchJob, Task
 DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
 # The textScore threshold Immich's server sends by default (server/src/config.ts); used only when a request omits it.
 IMMICH_DEFAULT_MIN_REC_SCORE = 0.8
+MIN_RESOLUTION = 32
+
+
+def bounded_resolution(requested: int, width: int, height: int, limit: int) -> tuple[int, str | None]:
+    """The maxResolution OCR detection may run at, and a note for the request log when it was lowered.
+
+    The detector's work and memory grow with its input (about 180 bytes per pixel on the CPU), so
+    its input is held to `limit`^2 pixels: a maxResolution above `limit`, or a long thin image whose
+    shorter side fits but whose area does not, is scaled down further. Below the bound the answer is
+    the official service's (it never upscales: maxResolution >= the shorter side means full size).
+    """
+    short = min(width, height)
+    scale = min(1.0, requested / short) if short else 1.0
+    budget = limit / math.sqrt(max(1, width * height))
+    if scale <= budget:
+        return requested, None
+    bounded = max(MIN_RESOLUTION, int(short * budget))
+    return bounded, f"maxResolution={requested}->{bounded}(HAILO_IMMICH_OCR_MAX_RESOLUTION={limit})"
 
 
 def ocr_json(lines: Sequence[Any], width: int, height: int, min_score: float) -> dict[str, Any]:
@@ -56,6 +75,13 @@ class OcrTask(Task):
         min_rec = rec.options.get("minScore")
         if min_rec is None:
             min_rec = float(session.recipes.get(rec.recipe_id).postprocess.get("min_score", IMMICH_DEFAULT_MIN_REC_SCORE))
+        requested = det.options.get("maxResolution")
+        if requested is None:
+            requested = int(session.recipes.get(det.recipe_id).preprocess.get("max_resolution", 736))
+        height, width = rgb.shape[:2]
+        max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution)
+        if lowered:  # said in the request's log line
+            outcome.notes.append(lowered)
         # The pipeline keeps every recognised line (threshold -1); ocr_json filters with strict >,
         # so "nothing detected" and "all filtered out" keep their distinct official key orders.
         result = pipeline.read_text(
@@ -64,7 +90,7 @@ class OcrTask(Task):
             detector=det.recipe_id,
             recognizer=rec.recipe_id,
             min_det_score=det.options.get("minScore"),
-            max_resolution=det.options.get("maxResolution"),
+            max_resolution=max_resolution,
             min_rec_score=-1.0,
         )
         outcome.backends[result.detector.recipe_id] = result.detector.backend
@@ -142,7 +168,8 @@ TASK = OcrTask(
     geometry=(DETECTION,),
     detect_then_recognize=True,
     index_tables=("ocr_lines", "ocr_text"),
-    int_options={"detection": {"maxResolution": 1}},
+    # The detector's smallest input is one 32-pixel cell (Immich's service fails below about 16): one 422 rule.
+    int_options={"detection": {"maxResolution": MIN_RESOLUTION}},
     bench_jobs=(BenchJob("ocr", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_ocr", "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",
                          "OCR", "PP-OCRv5_mobile", _entries),),
 )

@@ -179,6 +179,11 @@ def _read_request(state: ServerState) -> tuple[str | None, bytes | None, str | N
         raise ProtocolError.detail(400, "There was an error parsing the body") from exc
     except (ValueError, IndexError, KeyError, UnicodeError) as exc:
         raise ProtocolError.detail(400, "There was an error parsing the body") from exc
+    for name in ("entries", "text"):
+        spooled = files.get(name)
+        if name not in forms and spooled is not None and not spooled.raw_filename:
+            # Bottle moves a plain field over its in-memory limit to a file part: it is too large, not missing.
+            raise ProtocolError.detail(413, f"form field '{name}' is larger than the {bottle.BaseRequest.MEMFILE_MAX}-byte limit for a field")
     entries = _form_text(forms, "entries")
     upload = files.get("image")
     if upload is None and "image" in forms:

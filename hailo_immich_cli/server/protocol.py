@@ -184,7 +184,7 @@ def _check_options(task: str, type_: str, options: Mapping[str, Any]) -> dict[st
         value = _number(task, type_, options, key)
         if value is not None:
             if value < minimum:
-                raise ProtocolError.detail(422, f"Invalid request format: {task}.{type_}.options.{key} must be >= {minimum}")
+                raise ProtocolError.detail(422, f"Invalid request format: {task}.{type_}.options.{key} must be at least {minimum}")
             checked[key] = int(value)
     return checked
 

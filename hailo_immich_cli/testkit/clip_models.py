@@ -73,6 +73,7 @@ def clip_tokenizer_json(vocab_gz: Path, out: Path) -> Path:
 def _save(model, path: Path) -> Path:
     import onnx
 
+    model.ir_version = 8  # readable by the onnxruntime Immich's service pins, not only the newest
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

@@ -72,6 +72,7 @@ def mclip_textual_onnx(path: Path, context: int, dim: int, seed: int) -> Path:
          numpy_helper.from_array(np.asarray(1.0 / 49408.0, np.float32), "scale")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by the onnxruntime Immich's service pins
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
