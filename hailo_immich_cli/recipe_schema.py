@@ -110,6 +110,7 @@ POSTPROCESS: dict[str, dict[str, Key]] = {
         "score_activation": _k("str", "sigmoid", "none"),  # only "sigmoid" changes anything
         "score_threshold": _k("float"), "nms_threshold": _k("float"), "nms_plus_one": _k("bool"),
         "max_faces": _k("int"),  # faces/pipeline.py
+        "anchor_offset": _k("float"),  # faces/decoders.scrfd_anchor_centers: centre at (index + offset) * stride
     },
     "face-recognition": {},
     "clip-visual": {},
@@ -152,6 +153,8 @@ COMMON_TOP = {
     "default": _k("bool"), "immich_names": _k("str_list"), "hw_arch": _k("str_list"), "batch_size": _k("int"),
     "embedding_dim": _k("int"),
     "prefer_when_present": _k("int"),  # faces/pipeline.py, server/state.py: rank among present files
+    # doctor/compare.py: the CPU recipe running the same network, which `doctor --compare` checks this one against
+    "cpu_reference": _k("str"),
     "files": Key("tables", fields=FILE),
     "inputs": Key("tables", fields=TENSOR),
     "outputs": Key("tables", fields=TENSOR),

@@ -239,8 +239,10 @@ def test_pinned_backend_without_a_recipe_for_the_name(cache, empty_models):
         assert (chosen.id, chosen.backend) == ("immich-ViT-L-14-336__openai-visual", "cpu")
         assert s.resolve("face-detection", "buffalo_l").backend == "cpu"
     with SessionManager(cache_settings(cache, empty_models, model_backends={"face-detection": "hailo"})) as s:
-        chosen = s.resolve("face-detection", "buffalo_l")  # boxes only: the pinned backend's default detector
+        chosen = s.resolve("face-detection", "buffalo_s")  # boxes only: the pinned backend's default detector
         assert chosen.backend == "hailo" and chosen.id == s.recipes.default("face-detection", "hailo").id
+        chosen = s.resolve("face-detection", "buffalo_l")  # the HEF compiled from buffalo_l's own detector
+        assert (chosen.id, chosen.backend) == ("scrfd-10g-hailo8", "hailo")
 
 
 def test_configured_recipe_that_does_not_reproduce_the_name_is_an_error_for_vectors(cache, empty_models):

@@ -1,8 +1,9 @@
 """The /predict protocol served from the hailo backend (EMULATED: the hailo_platform test double).
 
 A real HTTP server on loopback runs the project's Bottle app over a SessionManager whose hailo
-backend drives the double. The SCRFD-2.5G detector's twin plants one known face, so the reply's
-box, score and embedding are checked against what was planted, in Immich's exact JSON shape.
+backend drives the double. The SCRFD-10GF detector (the HEF that serves Immich's buffalo_l detection
+on a Hailo host) has a twin that plants one known face, so the reply's box, score and embedding are
+checked against what was planted, in Immich's exact JSON shape.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _planted_session(tmp_path):
     from tests.helpers.faces import planted_hailo_face, scrfd_hailo_twin
 
     book = RecipeBook.load()
-    det, rec = book.get("scrfd-2.5g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
+    det, rec = book.get("scrfd-10g-hailo8"), book.get("arcface-mobilefacenet-hailo8")
     face = planted_hailo_face()
     twin, calibration = scrfd_hailo_twin(det, [face])
     session = make_hailo_session([det, rec], {det.id: twin}, tmp_path, book=book, calibration={det.id: calibration})
@@ -71,7 +72,9 @@ def post(url: str, entries, image: bytes) -> requests.Response:
 
 def test_faces_from_the_emulated_hailo_in_immichs_shape(served):
     start, face = served
-    url = start("ignore")  # Hailo face models reproduce no Immich pack: serving them needs 'ignore'
+    # buffalo_l detection runs on the SCRFD-10GF HEF by default; the Hailo ArcFace reproduces no
+    # Immich recogniser, so serving it for buffalo_l needs 'ignore'
+    url = start("ignore")
     rgb = np.random.default_rng(0).integers(0, 256, (640, 640, 3), dtype=np.uint8)
     reply = post(url, FACES, jpeg(rgb, quality=95))
     assert reply.status_code == 200, reply.text
@@ -87,7 +90,7 @@ def test_faces_from_the_emulated_hailo_in_immichs_shape(served):
     assert len(json.loads(found["embedding"])) == 512
     health = requests.get(url + "/health", timeout=10).json()
     text = json.dumps(health)
-    assert "scrfd-2.5g-hailo8" in text and "arcface-mobilefacenet-hailo8" in text and "emulated" in text
+    assert "scrfd-10g-hailo8" in text and "arcface-mobilefacenet-hailo8" in text and "emulated" in text
 
 
 def test_strict_policy_refuses_a_pack_the_hailo_does_not_reproduce(served):

@@ -48,14 +48,16 @@ class Detections:
 # ---- SCRFD -----------------------------------------------------------------------------------
 
 
-def scrfd_anchor_centers(height: int, width: int, stride: int, num_anchors: int) -> np.ndarray:
-    """(H*W*A, 2) x,y anchor centres: cell (row, col) sits at (col*stride, row*stride), no half-cell shift.
+def scrfd_anchor_centers(height: int, width: int, stride: int, num_anchors: int, offset: float = 0.0) -> np.ndarray:
+    """(H*W*A, 2) x,y anchor centres: cell (row, col) sits at ((col+offset)*stride, (row+offset)*stride).
 
-    Cells are row-major and each cell's anchors are adjacent, which is the order of both the
-    flattened ONNX outputs and a row-major read of the HEF's NHWC maps.
+    InsightFace and the Model Zoo use offset 0 (no half-cell shift); `offset` exists so a network
+    exported with half-cell centres is a recipe setting. Cells are row-major and each cell's anchors
+    are adjacent, which is the order of both the flattened ONNX outputs and a row-major read of the
+    HEF's NHWC maps.
     """
     cols, rows = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    centers = np.stack([cols, rows], axis=-1).reshape(-1, 2) * np.float32(stride)
+    centers = (np.stack([cols, rows], axis=-1).reshape(-1, 2) + np.float32(offset)) * np.float32(stride)
     if num_anchors > 1:
         centers = np.repeat(centers, num_anchors, axis=0)
     return centers
@@ -70,6 +72,7 @@ def scrfd_decode_level(
     width: int,
     num_anchors: int,
     threshold: float,
+    anchor_offset: float = 0.0,
 ) -> Detections:
     """Decode one stride level; any layout whose row-major order is (cell, anchor, values) works.
 
@@ -82,7 +85,7 @@ def scrfd_decode_level(
         raise ValueError(f"stride {stride}: expected {n} scores for {height}x{width}x{num_anchors}, got {s.shape[0]}")
     d = np.asarray(boxes, dtype=np.float32).reshape(n, 4) * np.float32(stride)
     keep = np.where(s >= threshold)[0]
-    centers = scrfd_anchor_centers(height, width, stride, num_anchors)[keep]
+    centers = scrfd_anchor_centers(height, width, stride, num_anchors, anchor_offset)[keep]
     d = d[keep]
     out_boxes = np.concatenate([centers - d[:, :2], centers + d[:, 2:]], axis=1)
     if kps is not None:

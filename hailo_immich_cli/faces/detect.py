@@ -163,6 +163,7 @@ def decode_scrfd_outputs(outputs: Mapping[str, np.ndarray], model: LoadedModel, 
             scrfd_decode_level(
                 scores, maps["box"], maps.get("kps"), stride,
                 box.canvas_h // stride, box.canvas_w // stride, anchors, threshold,
+                float(post.get("anchor_offset", 0.0)),
             )
         )
     return concat(parts)

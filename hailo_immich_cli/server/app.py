@@ -27,6 +27,7 @@ from hailo_immich_cli.errors import (
     UnknownModelError,
 )
 from hailo_immich_cli.imaging import decode_image, header_pixels
+from hailo_immich_cli.placement import default_placement
 from hailo_immich_cli.server import memory, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
 from hailo_immich_cli.server.predict import Outcome, run_plan
@@ -293,6 +294,7 @@ def health_report(state: ServerState) -> dict[str, Any]:
         report["off_backend"] = dict(state.off_backend)
         if report["status"] == "ok":
             report["status"] = "degraded"
+    report["placement"] = [row.as_dict() for row in default_placement(session)]
     report["loader"] = state.loader.as_dict()
     report["model_names_policy"] = state.settings.model_names_policy
     rss, peak = memory.rss_bytes()

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
 from hailo_immich_cli.resolve import RequestResolver, preload_candidates
 from hailo_immich_cli.server.metrics import Metrics
+from hailo_immich_cli.placement import default_placement
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings, preload_from_env
 from hailo_immich_cli.tasks import immich_pairs, recipe_tasks
@@ -206,6 +207,8 @@ class ServerState:
     def _load(self) -> None:
         start = time.perf_counter()
         self.loader.state = "loading"
+        for row in default_placement(self.session):  # where Immich's default models will run, said once at start
+            log.info("placement: %s", row.line())
         try:
             planned, errors = preload_plan(self.session, self.env)
         except HailoImmichError as exc:
