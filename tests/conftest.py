@@ -81,3 +81,11 @@ def hailo_double():
         yield machine
     finally:
         uninstall_double()
+
+
+@pytest.fixture(scope="session")
+def batch_env(cpu_models: Settings, tmp_path_factory) -> dict[str, str]:
+    """Environment for CLI runs of the batch commands: the real CPU models plus CLIP and face-recogniser stand-ins."""
+    from tests.helpers.batch import model_env
+
+    return model_env(tmp_path_factory.mktemp("batch-models"), Path(cpu_models.models_dir))

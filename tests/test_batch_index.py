@@ -238,7 +238,11 @@ def _search(db: Path, env: dict[str, str], *args: str, check: int = 0) -> subpro
 def test_search_like_finds_the_same_photo_first(indexed, env):
     root, db, manifest, _ = indexed
     query = manifest["images"][3]
-    hits = json.loads(_search(db, env, "--like", query, "--json", "-k", "5").stdout)
+    out = json.loads(_search(db, env, "--like", query, "--json", "-k", "5").stdout)
+    hits = out["results"]
+    assert out["method"] == "usearch" and out["mode"] == "like" and 0 <= out["query_ms"] < 5000 and out["backend"] == "cpu"
+    exact = json.loads(_search(db, env, "--like", query, "--json", "-k", "5", "--exact").stdout)
+    assert exact["method"] == "exact" and exact["results"] == hits
     assert len(hits) == 5 and hits[0]["path"] == query and hits[0]["score"] > 0.999
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert all(h["model_id"].startswith("clip-vit-b32-openai-visual-cpu@") for h in hits)
@@ -256,7 +260,7 @@ def test_search_text_scores_equal_a_direct_computation(indexed, env, cpu_models)
     from hailo_immich_cli.settings import Settings
 
     root, db, manifest, _ = indexed
-    hits = json.loads(_search(db, env, "--text", "a cat on a sofa", "--json", "-k", "4").stdout)
+    hits = json.loads(_search(db, env, "--text", "a cat on a sofa", "--json", "-k", "4").stdout)["results"]
     settings = Settings.load(env=env)
     with SessionManager(settings, RecipeBook.load(settings.recipes_dir)) as session:
         q = clip.encode_texts(session, ["a cat on a sofa"], model="clip-vit-b32-openai-textual-cpu").vectors[0]
@@ -270,7 +274,7 @@ def test_search_text_scores_equal_a_direct_computation(indexed, env, cpu_models)
 def test_search_face_finds_the_same_face_first(indexed, env):
     root, db, manifest, _ = indexed
     query = next(p for p in manifest["images"] if "astronaut_" in p)
-    hits = json.loads(_search(db, env, "--face", query, "--json", "-k", "3").stdout)
+    hits = json.loads(_search(db, env, "--face", query, "--json", "-k", "3").stdout)["results"]
     assert hits[0]["path"] == query and hits[0]["score"] > 0.999 and len(hits[0]["box"]) == 4
     assert hits[0]["model_id"].startswith("test-arcface-cpu@")
     proc = _search(db, env, "--face", manifest["signs"]["OPEN SUNDAY"], check=2)
@@ -280,7 +284,7 @@ def test_search_face_finds_the_same_face_first(indexed, env):
 @pytest.mark.slow
 def test_search_ocr_full_text(indexed, env):
     root, db, manifest, _ = indexed
-    hits = json.loads(_search(db, env, "--ocr", "harbour", "--json").stdout)
+    hits = json.loads(_search(db, env, "--ocr", "harbour", "--json").stdout)["results"]
     assert [h["path"] for h in hits] == [manifest["signs"]["HARBOUR MARKET"]]
     assert "harbour" in hits[0]["text"].lower()
     table = _search(db, env, "--ocr", "platform").stdout
@@ -312,7 +316,7 @@ def test_detect_embed_ocr_db_results_are_reused_by_index(env, photos, tmp_path):
     faces_before = rows(db, "SELECT id, hash, x1, y1, x2, y2, embedding FROM faces ORDER BY id")
     assert rows(db, "SELECT command, status FROM runs ORDER BY id") == [("detect", "completed"), ("embed", "completed"),
                                                                         ("ocr", "completed")]
-    assert json.loads(_search(db, env, "--ocr", "sunday", "--json").stdout)[0]["path"] == manifest["signs"]["OPEN SUNDAY"]
+    assert json.loads(_search(db, env, "--ocr", "sunday", "--json").stdout)["results"][0]["path"] == manifest["signs"]["OPEN SUNDAY"]
     run_cli(["index", str(root), "--db", str(db), "--tasks", TASKS], env, check=1)  # the corrupt files stay failed
     run = rows(db, "SELECT new, changed, unchanged FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run == (0, 0, n)  # nothing redone: detect and embed stored exactly what index would

@@ -143,7 +143,7 @@ def test_remote_index_with_failover_between_urls(env, library, tmp_path):
                               "--remote", f"http://127.0.0.1:{a}", "--json", "-k", "1"],
                              cwd=REPO, env=full, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)[0]["path"] == manifest["images"][2]
+        assert json.loads(out.stdout)["results"][0]["path"] == manifest["images"][2]
     finally:
         stop(server_a)
         stop(server_b)

@@ -198,8 +198,8 @@ def test_help_reads_like_a_click_cli(command):
 def test_help_details():
     from hailo_immich_cli.cli import app
 
-    assert sorted(_commands()) == sorted(["bench", "detect", "embed", "extract-weights", "fetch-models", "index",
-                                          "inspect-hef", "ocr", "search", "serve"])
+    assert sorted(_commands()) == sorted(["bench", "detect", "doctor", "duplicates", "embed", "extract-weights", "fetch-models",
+                                          "index", "inspect-hef", "ocr", "people", "search", "serve"])
     index = runner.invoke(app, ["index", "--help"], env={"COLUMNS": "200"}).output
     assert "Usage: hailo-immich index [OPTIONS] PATHS..." in index
     assert index.count("HAILO_IMMICH_DB") == 1

@@ -31,22 +31,14 @@ OCR = {
 
 
 def build_models(root: Path, cpu_models_dir: Path, vocab_gz: Path) -> Path:
-    from hailo_immich_cli.testkit.clip_models import clip_tokenizer_json, tiny_textual_onnx, tiny_visual_onnx, write_json
+    from hailo_immich_cli.testkit.clip_models import clip_stand_ins
     from hailo_immich_cli.testkit.face_models import (
         PlantedFace, encode_scrfd, make_arcface_like_onnx, make_buffalo_like_detector_onnx,
     )
 
     root.mkdir(parents=True)
     link_models(cpu_models_dir, root)
-    visual = root / "clip-vit-b32-openai-visual-cpu"
-    tiny_visual_onnx(visual / "model.onnx", dim=512)
-    write_json(visual / "preprocess_cfg.json", {"size": [224], "mode": "RGB", "mean": [0.48145466, 0.4578275, 0.40821073],
-                                                "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"})
-    text = root / "clip-vit-b32-openai-textual-cpu"
-    tiny_textual_onnx(text / "model.onnx", context=77, dim=512)
-    clip_tokenizer_json(vocab_gz, text / "tokenizer.json")
-    write_json(text / "tokenizer_config.json", {"pad_token": "<|endoftext|>", "bos_token": "<|startoftext|>"})
-    write_json(text / "config.json", {"embed_dim": 512, "text_cfg": {"context_length": 77}})
+    clip_stand_ins(root, vocab_gz)
     face = PlantedFace(16, 14, 8, 0, 4.0, (40.0, 44.0, 38.0, 47.0), np.zeros((5, 2)) + [[-12, -10], [12, -10], [0, 0], [-9, 12], [9, 12]])
     make_buffalo_like_detector_onnx(root / "buffalo_l-detection-cpu" / "model.onnx", encode_scrfd([face], background=-12.0))
     make_arcface_like_onnx(root / "buffalo_l-recognition-cpu" / "model.onnx")

@@ -1,8 +1,9 @@
 """Search an index: CLIP text or image similarity, face similarity, OCR full text.
 
 A query vector is only ever compared with vectors of the SAME model (model id = recipe + file
-hash): mixing embedding spaces gives confident nonsense. Vectors are scored in chunks, so memory
-stays bounded however large the index is.
+hash): mixing embedding spaces gives confident nonsense. Vector queries go through the vector index
+beside the database (`vectors.py`) and are rescored exactly; `exact=True` scans every vector in
+chunks instead (memory bounded, time linear in the library): the reference the index is tested against.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -17,6 +19,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector, is_damage
+from hailo_immich_cli.batch.vectors import Progress, Searcher, VectorIndexUnavailable, library_version
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, UnknownModelError
 
 CHUNK = 16384
@@ -46,8 +49,15 @@ class QueryEncoder(Protocol):
 class Index:
     """Read-only view of an index database."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, exact: bool = False, progress: Progress | None = None):
         path = Path(path)
+        self.path = path
+        self.exact = exact
+        self.progress = progress
+        self.method = "exact"  # how the last vector query ran: exact | the vector index library
+        self.query_ms: float | None = None
+        self.note: str | None = None  # why the index was not used, when it was wanted
+        self._searcher: Searcher | None = None
         if not path.is_file():
             raise BadInputError(f"{path}: no such index database (create it with `hailo-immich index`)")
         try:
@@ -61,8 +71,11 @@ class Index:
             raise BadInputError(f"{path}: not an index database (no schema)")
         if version > SCHEMA_VERSION:
             raise BadInputError(f"{path}: index schema v{version} is newer than this hailo-immich reads (v{SCHEMA_VERSION})")
+        self.version = version
 
     def close(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
         self.conn.close()
 
     # ---- which model ----------------------------------------------------------------------------
@@ -143,16 +156,114 @@ class Index:
         model_id = self.pick("SELECT model_id, count(*) FROM clip GROUP BY model_id", wanted, "CLIP vectors")
         return self.model(model_id)
 
-    def by_vector(self, query: np.ndarray, model_id: str, k: int) -> list[Hit]:
-        rows = self.conn.execute("SELECT hash, embedding FROM clip WHERE model_id = ?", (model_id,))
-        # Over-fetch: one content may be several files, deleted ones drop out.
-        top = self._top(rows, query, k * 4 + 16, normalize=True)
-        return self._expand([(s, r[0], {}) for s, r in top], model_id, k)
+    def _searcher_for(self, kind: str, model_id: str) -> Searcher | None:
+        """The vector index, synced and opened (outside the query timing), or None for an exact scan."""
+        self.prepare_vectors()
+        if self.exact:
+            return None
+        try:
+            if self._searcher is None:
+                self._searcher = Searcher(self.path, self.conn, self.progress)
+            self._searcher.prepare(kind, model_id)
+            return self._searcher
+        except VectorIndexUnavailable as exc:
+            self.note = f"vector index unavailable, exact scan: {exc}"
+            return None
 
-    def text(self, encoder: QueryEncoder, query: str, k: int, model: str | None = None) -> list[Hit]:
+    def prepare_vectors(self) -> None:
+        """Make the schema ready for the vector index, or fall back to exact scans with a note saying why."""
+        if self.exact:
+            return
+        try:
+            library_version()
+            self._upgrade()
+        except VectorIndexUnavailable as exc:
+            self.exact, self.note = True, f"vector index unavailable, exact scan: {exc}"
+
+    def _upgrade(self) -> None:
+        """An index made by an older hailo-immich lacks vector keys: migrate it (needs write access)."""
+        if self.version >= SCHEMA_VERSION:
+            return
+        from hailo_immich_cli.batch.store import Store
+
+        try:
+            Store(self.path, create=False).close()
+        except (BadInputError, sqlite3.Error) as exc:
+            raise VectorIndexUnavailable(f"schema v{self.version} needs an upgrade this process cannot write ({exc})") from exc
+        self.version = SCHEMA_VERSION
+
+    def _nearest(self, kind: str, model_id: str, query: np.ndarray, k: int, exact_rows) -> list[Hit]:
+        """Top-k hits, over-fetching (one content may be several files) and widening if too few survive."""
+        searcher = self._searcher_for(kind, model_id)
+        fetch = k * 4 + 16
+        t0 = time.perf_counter()
+        while True:
+            if searcher is None:
+                self.method = "exact"
+                top = self._top(exact_rows(), query, fetch, normalize=True)
+            else:
+                self.method = library_version().split()[0]
+                top = searcher.nearest(kind, model_id, query, fetch)
+            hits = self._expand([self._scored(kind, s, r) for s, r in top], model_id, k)
+            if len(hits) >= k or len(top) < fetch:
+                break
+            fetch *= 4
+        self.query_ms = (time.perf_counter() - t0) * 1000
+        return hits
+
+    @staticmethod
+    def _scored(kind: str, score: float, row: tuple) -> tuple[float, str, dict]:
+        if kind == "clip":
+            return score, row[0], {}
+        return score, row[0], {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
+
+    def by_vector(self, query: np.ndarray, model_id: str, k: int, only: set[str] | None = None) -> list[Hit]:
+        """Top-k photos by CLIP similarity; `only` limits them to these contents (scanned exactly: a person's photos)."""
+        if only is not None:
+            self._restrict(only)
+            rows = self.conn.execute(
+                "SELECT hash, embedding FROM clip WHERE model_id = ? AND hash IN (SELECT hash FROM temp.only_hashes)", (model_id,)
+            )
+            t0 = time.perf_counter()
+            top = self._top(rows, query, k * 4 + 16, normalize=True)
+            hits = self._expand([(s, r[0], {}) for s, r in top], model_id, k)
+            self.method, self.query_ms = "exact", (time.perf_counter() - t0) * 1000
+            return hits
+
+        def rows():
+            return self.conn.execute("SELECT hash, embedding FROM clip WHERE model_id = ?", (model_id,))
+
+        return self._nearest("clip", model_id, query, k, rows)
+
+    def _restrict(self, hashes: set[str]) -> None:
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS only_hashes (hash TEXT PRIMARY KEY)")
+        self.conn.execute("DELETE FROM temp.only_hashes")
+        self.conn.executemany("INSERT OR IGNORE INTO temp.only_hashes VALUES (?)", ((h,) for h in hashes))
+
+    # ---- people ---------------------------------------------------------------------------------
+    def person(self, who: str) -> tuple[int, str, dict[str, list[list[float]]]]:
+        """(person id, recognizer, content hash -> that person's face boxes) for an id or a name."""
+        from hailo_immich_cli.batch import people
+
+        if self.version < 3:
+            raise BadInputError("this index has no people yet: run `hailo-immich people DB` first")
+        pid = people.resolve(self.conn, who)
+        return pid, people.person_recognizer(self.conn, pid), people.person_photos(self.conn, pid)
+
+    def with_person(self, who: str, k: int) -> list[Hit]:
+        """Photos showing the person, most of their faces first, then by path."""
+        t0 = time.perf_counter()
+        pid, recognizer, boxes = self.person(who)
+        paths = self.paths_for(list(boxes))
+        hits = [Hit(p, float(len(b)), recognizer, {"person": pid, "boxes": b}) for h, b in boxes.items() for p in paths.get(h, [])]
+        hits.sort(key=lambda h: (-h.score, h.path))
+        self.method, self.query_ms = "people", (time.perf_counter() - t0) * 1000
+        return hits[:k]
+
+    def text(self, encoder: QueryEncoder, query: str, k: int, model: str | None = None, only: set[str] | None = None) -> list[Hit]:
         visual = self.clip_model(model)
         vec, text_model = encoder.text(query, visual)
-        hits = self.by_vector(vec, visual["model_id"], k)
+        hits = self.by_vector(vec, visual["model_id"], k, only=only)
         for h in hits:
             h.detail["text_model"] = text_model
         return hits
@@ -175,23 +286,29 @@ class Index:
         vec, used = encoder.face(rgb, self.model(recognizer_id), detector)
         if used != recognizer_id:
             raise UnknownModelError(f"the index's face embeddings come from {recognizer_id}, but the query face was embedded by {used}")
-        rows = self.conn.execute(
-            "SELECT hash, x1, y1, x2, y2, score, embedding FROM faces WHERE recognizer = ? AND embedding IS NOT NULL", (recognizer_id,)
-        )
-        top = self._top(rows, vec, k * 4 + 16, normalize=True)
-        scored = [(s, r[0], {"box": [round(v, 1) for v in r[1:5]], "face_score": round(r[5], 4)}) for s, r in top]
-        return self._expand(scored, recognizer_id, k)
 
-    def ocr(self, words: str, k: int, model: str | None = None) -> list[Hit]:
+        def rows():
+            return self.conn.execute(
+                "SELECT hash, x1, y1, x2, y2, score, embedding FROM faces WHERE recognizer = ? AND embedding IS NOT NULL",
+                (recognizer_id,),
+            )
+
+        return self._nearest("faces", recognizer_id, vec, k, rows)
+
+    def ocr(self, words: str, k: int, model: str | None = None, only: set[str] | None = None) -> list[Hit]:
         terms = [w for w in words.split() if w.strip()]
         if not terms:
             raise BadInputError("--ocr needs at least one word")
+        t0 = time.perf_counter()
         match = " ".join('"' + w.replace('"', '""') + '"' for w in terms)
         sql = (
             "SELECT t.hash, t.model_id, -bm25(ocr_text_fts) AS score, snippet(ocr_text_fts, 0, '[', ']', '…', 12)"
             " FROM ocr_text_fts JOIN ocr_text t ON t.id = ocr_text_fts.rowid WHERE ocr_text_fts MATCH ?"
         )
         params: list[Any] = [match]
+        if only is not None:
+            self._restrict(only)
+            sql += " AND t.hash IN (SELECT hash FROM temp.only_hashes)"
         if model:
             sql += " AND (t.model_id = ? OR t.model_id LIKE ?)"
             params += [model, model + "%"]
@@ -203,6 +320,7 @@ class Index:
         for h, model_id, score, snippet in rows:
             for p in paths.get(h, []):
                 hits.append(Hit(p, score, model_id, {"text": snippet.replace("\n", " ")}))
+        self.method, self.query_ms = "fts", (time.perf_counter() - t0) * 1000
         return hits[:k]
 
 

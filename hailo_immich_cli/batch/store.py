@@ -20,10 +20,12 @@ import numpy as np
 import sqlite_utils
 import xxhash
 
+from hailo_immich_cli.batch.people import migrate_people
+from hailo_immich_cli.batch.vector_keys import migrate_vector_keys
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, HailoImmichError
 from hailo_immich_cli.tasks import by_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 # ---- what the indexer hands to the store -------------------------------------------------------
@@ -137,7 +139,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1}
+MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys, 3: migrate_people}
 
 
 # A file that is not SQLite at all (SQLITE_NOTADB) is "not an index database", not a damaged one.

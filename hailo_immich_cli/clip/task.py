@@ -56,10 +56,11 @@ class ClipTask(Task):
     def index_rows(self, content: str, out) -> tuple[int, list[tuple[str, list[tuple]]]]:
         """The image's vector, replacing the same model's earlier one."""
         from hailo_immich_cli.batch.store import vector_blob
+        from hailo_immich_cli.batch.vector_keys import clip_key
 
         vec = np.asarray(out.payload, dtype=np.float32).reshape(-1)
-        sql = "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding) VALUES (?, ?, ?, ?, ?)"
-        return 1, [(sql, [(content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec))])]
+        sql = "INSERT OR REPLACE INTO clip (hash, model_id, backend, dim, embedding, vkey) VALUES (?, ?, ?, ?, ?, ?)"
+        return 1, [(sql, [(content, out.model_id, out.backend, int(vec.shape[0]), vector_blob(vec), clip_key(content))])]
 
     def remote_entries(self, name: str) -> dict[str, Any]:
         return _visual_entries(name)

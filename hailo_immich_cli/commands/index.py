@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
                 store = store or Store(db)
                 indexer = Indexer(store, engine, options)
                 stats = _run(indexer, console, show=not no_progress)
+                _sync_vector_indexes(db, console, show=not no_progress)
+                _group_people(store, console, show=not no_progress)
             except KeyboardInterrupt:
                 if indexer is not None and not indexer.idle:
                     # A stage is still busy (a batch inside a model, a commit): closing under it could
@@ -107,6 +109,31 @@ def register(app: typer.Typer) -> None:
         _report(console, stats)
         if stats.failures or stats.previous_failures:
             raise typer.Exit(1)
+
+
+def _sync_vector_indexes(db: Path, console, show: bool) -> None:
+    """Keep the search indexes in step with what this run wrote (incremental: only the changes)."""
+    from hailo_immich_cli.batch.vectors import VectorIndexUnavailable, sync_all
+    from hailo_immich_cli.commands._progress import step_progress
+
+    try:
+        with step_progress(console, show=show) as update:
+            sync_all(db, update)
+    except VectorIndexUnavailable as exc:
+        console.print(f"[yellow]vector index not updated:[/] {escape(str(exc))} (search will build it or scan exactly)", soft_wrap=True)
+
+
+def _group_people(store: Store, console, show: bool) -> None:
+    """New faces join their people (or start new ones) with Immich's defaults; `people` re-runs it with other settings."""
+    from hailo_immich_cli.batch.people import cluster_all
+    from hailo_immich_cli.batch.vectors import VectorIndexUnavailable
+    from hailo_immich_cli.commands._progress import step_progress
+
+    try:
+        with step_progress(console, show=show) as update:
+            cluster_all(store, progress=update)
+    except VectorIndexUnavailable as exc:
+        console.print(f"[yellow]faces not grouped into people:[/] {escape(str(exc))}", soft_wrap=True)
 
 
 def _tasks_with_models(session, tasks: tuple[str, ...], names: dict, console) -> tuple[str, ...]:

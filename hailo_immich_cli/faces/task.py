@@ -89,6 +89,7 @@ class FacesTask(Task):
         import json
 
         from hailo_immich_cli.batch.store import vector_blob
+        from hailo_immich_cli.batch.vector_keys import face_key
 
         result, s = out.payload, out.scale
         detector = result.detector.model_id
@@ -102,9 +103,9 @@ class FacesTask(Task):
             emb = vector_blob(face.embedding) if face.embedding is not None else None
             x1, y1, x2, y2 = (float(v) * s for v in face.box)
             rows.append((content, out.model_id, detector, recognizer, out.backend, idx, x1, y1, x2, y2,
-                         float(face.score), landmarks, emb))
-        sql = ("INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                         float(face.score), landmarks, emb, face_key(content, out.model_id, idx)))
+        sql = ("INSERT INTO faces (hash, model_id, detector, recognizer, backend, idx, x1, y1, x2, y2, score, landmarks, embedding,"
+               " vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         return len(rows), [(sql, rows)]
 
     def remote_entries(self, name: str) -> dict[str, Any]:

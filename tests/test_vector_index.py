@@ -1,0 +1,181 @@
+"""The vector index beside the database: recall against the exact scan, incremental upkeep, deletions.
+
+Synthetic clustered vectors go straight into a real index database (same schema, keys and
+triggers as `index` writes); the exact chunked scan (`exact=True`) is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from hailo_immich_cli.batch.search import Index
+from hailo_immich_cli.batch.store import SCHEMA_VERSION, Store, vector_blob
+from hailo_immich_cli.batch.synthetic import clustered, near, write_clip_library, write_faces
+from hailo_immich_cli.batch.vectors import Searcher, VectorIndex, index_dir, sync_all
+
+MODEL = "clip-vit-b32-openai-visual-cpu@synthetic"
+
+
+def _paths(hits) -> list[str]:
+    return [h.path for h in hits]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    db = tmp_path_factory.mktemp("vectors") / "lib.db"
+    vectors, _ = clustered(10000, seed=5)
+    write_clip_library(db, vectors, model_id=MODEL)
+    return db, vectors
+
+
+@pytest.mark.slow
+def test_ann_matches_exact_recall_and_top1(library):
+    db, vectors = library
+    queries = near(vectors, 200, seed=11)
+    # the truth: exact cosine over the very vectors written (checked against `--exact` on a few queries)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    path = [f"/synthetic/{i // 1000:04d}/{i:07d}.jpg" for i in range(len(vectors))]
+    exact, ann = Index(db, exact=True), Index(db)
+    try:
+        for q, want in zip(queries[:3], truth[:3]):
+            assert _paths(exact.by_vector(q, MODEL, 10)) == [path[i] for i in want]
+            assert exact.method == "exact"
+        recall, same_top1 = [], []
+        for q, want in zip(queries, truth):
+            got = ann.by_vector(q, MODEL, 10)
+            assert ann.method == "usearch"
+            recall.append(len({path[i] for i in want} & set(_paths(got))) / 10)
+            same_top1.append(got[0].path == path[want[0]])
+            # scores are the exact cosine of the stored float32 vectors, not the index's half floats
+            assert np.allclose([h.score for h in got[:3]], [float(q @ vectors[i]) for i in want[:3]], atol=1e-5) or recall[-1] < 1
+    finally:
+        exact.close()
+        ann.close()
+    assert np.mean(recall) >= 0.99, np.mean(recall)
+    assert all(same_top1)
+
+
+def test_missing_index_is_built_with_progress_then_reused(tmp_path):
+    db = tmp_path / "small.db"
+    vectors, _ = clustered(3000, seed=2)
+    write_clip_library(db, vectors, model_id=MODEL)
+    seen: list[tuple[str, int, int]] = []
+    index = Index(db, progress=lambda what, done, total: seen.append((what, done, total)))
+    hits = index.by_vector(vectors[42], MODEL, 3)
+    index.close()
+    assert hits[0].path.endswith("0000042.jpg") and hits[0].score > 0.9999
+    assert seen and seen[-1][1:] == (3000, 3000) and "building clip vector index" in seen[-1][0]
+    vi = VectorIndex(db, "clip", MODEL)
+    meta = vi.meta()
+    assert meta["count"] == 3000 and meta["library"].startswith("usearch ")
+    seen.clear()
+    again = Index(db, progress=lambda *a: seen.append(a))
+    assert _paths(again.by_vector(vectors[42], MODEL, 3)) == _paths(hits)
+    again.close()
+    assert seen == []  # fresh: nothing rebuilt
+
+
+def test_incremental_add_and_delete_never_returns_deleted(tmp_path):
+    db = tmp_path / "inc.db"
+    vectors, _ = clustered(4000, seed=3)
+    hashes = write_clip_library(db, vectors[:3000], model_id=MODEL)
+    assert sync_all(db)[0]["added"] == 3000
+    write_clip_library(db, vectors[3000:], model_id=MODEL, start=3000)
+    result = sync_all(db)
+    assert result[0]["added"] == 1000 and result[0]["removed"] == 0 and not result[0]["rebuilt"]
+    assert sync_all(db) == []  # nothing changed since: no work at all
+    stamp = VectorIndex(db, "clip", MODEL).path.stat().st_mtime_ns
+    write_faces(db, vectors[:5], recognizer="rec@1")  # a change elsewhere: the CLIP file is not rewritten
+    assert [r["added"] for r in sync_all(db) if r["kind"] == "clip"] == [0]
+    assert VectorIndex(db, "clip", MODEL).path.stat().st_mtime_ns == stamp
+
+    conn = sqlite3.connect(db)
+    gone = [f"/synthetic/{i // 1000:04d}/{i:07d}.jpg" for i in (7, 3500)]
+    conn.executemany("UPDATE files SET deleted = 1 WHERE path = ?", [(p,) for p in gone])
+    conn.commit()
+    conn.close()
+    result = sync_all(db)
+    assert result[0]["removed"] == 2 and result[0]["count"] == 3998
+    index = Index(db)
+    for i, path in zip((7, 3500), gone):
+        hits = index.by_vector(vectors[i], MODEL, 20)
+        assert path not in _paths(hits) and len(hits) == 20
+    index.close()
+
+    # a stale index (written to behind its back) is synced by the search itself
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE files SET deleted = 1 WHERE path = ?", ("/synthetic/0000/0000011.jpg",))
+    conn.commit()
+    conn.close()
+    index = Index(db)
+    assert "/synthetic/0000/0000011.jpg" not in _paths(index.by_vector(vectors[11], MODEL, 5))
+    index.close()
+    assert VectorIndex(db, "clip", MODEL).meta()["count"] == 3997
+    assert hashes[11] not in ()  # keys are content-derived: the same content keeps its key
+
+
+def test_damaged_index_file_is_rebuilt(tmp_path):
+    db = tmp_path / "dmg.db"
+    vectors, _ = clustered(1500, seed=4)
+    write_clip_library(db, vectors, model_id=MODEL)
+    sync_all(db)
+    vi = VectorIndex(db, "clip", MODEL)
+    vi.path.write_bytes(b"\x00" * 100)
+    meta = json.loads(vi.meta_path.read_text())
+    meta["generation"] = -1
+    vi.meta_path.write_text(json.dumps(meta))
+    index = Index(db)
+    assert index.by_vector(vectors[9], MODEL, 1)[0].path.endswith("0000009.jpg")
+    index.close()
+    assert vi.meta()["count"] == 1500
+    vi.path.write_bytes(b"\x00" * 100)  # damaged, but its record says it is fresh
+    index = Index(db)
+    assert index.by_vector(vectors[9], MODEL, 1)[0].path.endswith("0000009.jpg")
+    index.close()
+    assert vi.open_view() is not None and len(vi.open_view()) == 1500
+
+
+def test_face_indexes_are_per_recogniser(tmp_path):
+    db = tmp_path / "faces.db"
+    a, _ = clustered(600, seed=6)
+    b, _ = clustered(600, seed=7)
+    write_faces(db, a, recognizer="rec-a@1", salt="a")
+    write_faces(db, b, recognizer="rec-b@1", salt="b")
+    index = Index(db)
+    searcher = Searcher(db, index.conn)
+    found_a = searcher.nearest("faces", "rec-a@1", b[0], 50)  # a query from b's space, against a's index
+    hashes_a = {r[0] for r in index.conn.execute("SELECT hash FROM faces WHERE recognizer = 'rec-a@1'")}
+    assert found_a and all(row[0] in hashes_a for _, row in found_a)
+    found_b = searcher.nearest("faces", "rec-b@1", b[0], 1)
+    assert found_b[0][0] > 0.9999 and found_b[0][1][0] not in hashes_a
+    index.close()
+    assert sorted(p.name for p in index_dir(db).glob("*.usearch")) == ["faces-rec-a_1.usearch", "faces-rec-b_1.usearch"]
+
+
+def test_v1_database_gets_vector_keys_on_upgrade(tmp_path):
+    import sqlite_utils
+
+    from hailo_immich_cli.batch.store import MIGRATIONS
+    from hailo_immich_cli.batch.vector_keys import clip_key
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    MIGRATIONS[1](sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    h = "ab" * 16
+    conn.execute("INSERT INTO files (path, size, mtime_ns, hash, status, deleted) VALUES ('/x.jpg', 1, 1, ?, 'ok', 0)", (h,))
+    conn.execute("INSERT INTO clip (hash, model_id, backend, dim, embedding) VALUES (?, ?, 'cpu', 4, ?)",
+                 (h, MODEL, vector_blob(np.ones(4, np.float32))))
+    conn.commit()
+    conn.close()
+    index = Index(db)  # a search upgrades the schema, then builds the index
+    assert index.by_vector(np.ones(4, np.float32), MODEL, 1)[0].path == "/x.jpg"
+    index.close()
+    store = Store(db)
+    assert store.version == SCHEMA_VERSION
+    assert store.conn.execute("SELECT vkey FROM clip").fetchone()[0] == clip_key(h)
+    store.close()
