@@ -78,9 +78,14 @@ def wait_for(predicate, timeout: float) -> None:
 
 
 def interrupt_mid_run(args: list[str], env: dict[str, str], db: Path, signum: int) -> None:
-    """Start the command, signal it once results are committed, and check it stopped cleanly."""
+    """Start the command, signal it once it has committed results of its own, and check it stopped cleanly.
+
+    Rows an earlier interrupted run left do not count: signalling on those would hit the new process
+    before Python has even installed a handler.
+    """
+    before = processed_count(db)
     proc = start(args, env)
-    wait_for(lambda: processed_count(db) > 0 or proc.poll() is not None, 120)
+    wait_for(lambda: processed_count(db) > before or proc.poll() is not None, 120)
     assert proc.poll() is None, "the run ended before it could be interrupted mid-run"
     assert_clean_stop(*stop(proc, signum), signum)
     assert_usable(db)
