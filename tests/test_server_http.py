@@ -19,7 +19,7 @@ import requests
 from PIL import Image, ImageDraw, ImageFont
 
 from hailo_immich_cli.testkit.requests import immich_form, jpeg, png
-from tests.helpers.immich_server import start_server, stop_server
+from tests.helpers.immich_server import ping_latencies, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -353,17 +353,10 @@ def test_ping_stays_fast_while_predicts_run(server, text_image, capsys):
     for t in threads:
         t.start()
     time.sleep(1.5)
-    latencies = []
-    for _ in range(30):
-        start = time.perf_counter()
-        r = requests.get(server.url + "/ping", timeout=5)  # a fresh connection each time, like Immich's probe
-        latencies.append(time.perf_counter() - start)
-        assert r.content == b"pong"
-        time.sleep(0.1)
+    latencies = ping_latencies(server.url, 30, pause=0.1)
     stop.set()
     for t in threads:
         t.join(timeout=120)
-    latencies.sort()
     with capsys.disabled():
         print(
             f"\n/ping under 8 concurrent OCR predicts: median {latencies[len(latencies) // 2] * 1000:.1f} ms, "

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from hailo_immich_cli.testkit.requests import immich_form, jpeg
-from tests.helpers.immich_server import free_port, start_server, stop_server
+from tests.helpers.immich_server import free_port, ping_latencies, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -91,18 +91,12 @@ def test_stalled_connections_neither_starve_ping_nor_predicts_and_are_dropped(se
         while server.get("/health").json()["server"]["connections"]["open"] < STALLED:  # the loop has accepted them all
             assert time.monotonic() - opened < HEADER_TIMEOUT_S / 2
             time.sleep(0.02)
-        latencies = []
-        for _ in range(50):
-            start = time.perf_counter()
-            r = requests.get(server.url + "/ping", timeout=2)  # a fresh connection each time, like Immich's probe
-            latencies.append(time.perf_counter() - start)
-            assert r.content == b"pong"
+        latencies = ping_latencies(server.url, 50, timeout=2)
         image = jpeg(np.full((480, 640, 3), 255, np.uint8))
         r = server.predict(OCR, image=image, timeout=30)
         assert r.status_code == 200, r.text
         assert r.json()["ocr"]["text"] == []
         assert time.monotonic() - opened < HEADER_TIMEOUT_S  # all of the above ran while every stalled socket was open
-        latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1]
         with capsys.disabled():
             print(f"\n/ping with {STALLED} stalled connections open: p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "

@@ -101,6 +101,18 @@ def start_server(tmp_dir: Path, env_overrides: Mapping[str, str], wait_models: b
     return server
 
 
+def ping_latencies(url: str, count: int, pause: float = 0.0, timeout: float = 5) -> list[float]:
+    """Seconds per `/ping`, sorted, each on a fresh connection as Immich's availability probe makes it."""
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        r = requests.get(url + "/ping", timeout=timeout)
+        latencies.append(time.perf_counter() - start)
+        assert r.content == b"pong"
+        time.sleep(pause)
+    return sorted(latencies)
+
+
 def stop_server(server: ImmichServer) -> None:
     """SIGTERM to the gunicorn master we started (its own process group), then wait."""
     server.http.close()
