@@ -1,7 +1,10 @@
 """The `hailo-immich` command: a thin Typer app. Each command lives in hailo_immich_cli/commands/.
 
 A command module registers itself by defining `register(app)`; cli.py finds them all, so adding
-a command never edits this file. `main` installs the Ctrl-C/SIGTERM handlers before it imports
+a command never edits this file. A command is named after its module (`fetch-models` is
+`commands/fetch_models.py`), so `main` imports only the module of the command it runs: the other
+commands' imports (ONNX Runtime, OpenCV, the server, the benchmarks) would cost every one-off
+command a few hundred milliseconds. Top-level help and unknown names build the whole app. `main` installs the Ctrl-C/SIGTERM handlers before it imports
 anything heavy, so a signal during start-up also ends cleanly (exit 130/143, no traceback).
 """
 
@@ -17,7 +20,8 @@ if TYPE_CHECKING:
 _app: "typer.Typer | None" = None
 
 
-def build_app() -> "typer.Typer":
+def build_app(only: str | None = None) -> "typer.Typer":
+    """The app with every command, or with only the command module `only` (a name from `command_module`)."""
     import importlib
     import pkgutil
 
@@ -47,10 +51,11 @@ def build_app() -> "typer.Typer":
     ) -> None:
         """Run `hailo-immich COMMAND --help` for each command's options."""
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+    names = [only] if only else sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+    for name in names:
+        if name.startswith("_"):
             continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module = importlib.import_module(f"{commands.__name__}.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
@@ -68,10 +73,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def command_module(argv: list[str]) -> str | None:
+    """The command module the arguments name (the first word not starting with '-'), if there is one."""
+    import importlib.util
+
+    word = next((a for a in argv if not a.startswith("-")), None)
+    if not word or not word.replace("-", "").isalnum():
+        return None
+    name = word.replace("-", "_")
+    if name.startswith("_") or importlib.util.find_spec(f"hailo_immich_cli.commands.{name}") is None:
+        return None
+    return name
+
+
 def main() -> None:
+    import sys
+
     _signals.install()
     try:
-        __getattr__("app")()
+        only = command_module(sys.argv[1:])
+        (build_app(only) if only else __getattr__("app"))()
     except KeyboardInterrupt as exc:  # during start-up: commands handle their own
         _signals.exit_now(exc)
     except SystemExit:

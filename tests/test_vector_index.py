@@ -179,3 +179,120 @@ def test_v1_database_gets_vector_keys_on_upgrade(tmp_path):
     assert store.version == SCHEMA_VERSION
     assert store.conn.execute("SELECT vkey FROM clip").fetchone()[0] == clip_key(h)
     store.close()
+
+
+def _delete(db, indices) -> list[str]:
+    paths = [f"/synthetic/{i // 1000:04d}/{i:07d}.jpg" for i in indices]
+    conn = sqlite3.connect(db)
+    conn.executemany("UPDATE files SET deleted = 1 WHERE path = ?", [(p,) for p in paths])
+    conn.commit()
+    conn.close()
+    return paths
+
+
+def _agrees_with_exact(db, queries, k: int = 10) -> None:
+    exact, ann = Index(db, exact=True), Index(db)
+    try:
+        for q in queries:
+            assert _paths(ann.by_vector(q, MODEL, k)) == _paths(exact.by_vector(q, MODEL, k))
+    finally:
+        exact.close()
+        ann.close()
+
+
+def test_small_changes_go_to_the_delta_read_from_the_change_log(tmp_path, monkeypatch):
+    from hailo_immich_cli.batch import vectors
+
+    db = tmp_path / "delta.db"
+    vectors_, _ = clustered(3400, seed=8)
+    write_clip_library(db, vectors_[:3000], model_id=MODEL)
+    sync_all(db)
+    vi = VectorIndex(db, "clip", MODEL)
+    stamp = vi.path.stat().st_mtime_ns
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM vector_log").fetchone()[0] == 0  # read by every index: pruned
+    conn.close()
+
+    # a few photos added and a few deleted: only the delta and the tombstones are written, from the change log
+    monkeypatch.setattr(vectors.Source, "live_keys_sql", lambda self: pytest.fail("read every live key for a small change"))
+    write_clip_library(db, vectors_[3000:3040], model_id=MODEL, start=3000)
+    gone = _delete(db, (5, 1234, 3001))  # two in the main file, one just added
+    result = sync_all(db)[0]
+    assert (result["added"], result["removed"], result["rebuilt"], result["merged"]) == (39, 2, False, False)  # 3001 never got in
+    assert vi.path.stat().st_mtime_ns == stamp  # the main file is not rewritten
+    assert vi.delta_path.is_file() and vi.removed_path.is_file()
+    meta = vi.meta()
+    assert (meta["count"], meta["delta"], meta["tombstones"]) == (3037, 39, 2)
+    index = Index(db)
+    for i, path in zip((5, 1234, 3001), gone):
+        hits = index.by_vector(vectors_[i], MODEL, 10)
+        assert path not in _paths(hits) and len(hits) == 10
+    for i in (3000, 3020, 3039):  # the new photos are found through the delta
+        assert index.by_vector(vectors_[i], MODEL, 1)[0].path.endswith(f"{i:07d}.jpg")
+    index.close()
+    _agrees_with_exact(db, near(vectors_[:3040], 20, seed=3))
+
+    # a deleted photo that comes back is live again (its main-file vector loses its tombstone)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE files SET deleted = 0 WHERE path = ?", (gone[0],))
+    conn.commit()
+    conn.close()
+    result = sync_all(db)[0]
+    assert result["added"] == 1 and vi.meta()["tombstones"] == 1
+    index = Index(db)
+    assert index.by_vector(vectors_[5], MODEL, 1)[0].path == gone[0]
+    index.close()
+
+    # past a tenth of the main file the delta is merged into it: one file again, same answers
+    monkeypatch.undo()
+    write_clip_library(db, vectors_[3040:], model_id=MODEL, start=3040)
+    result = sync_all(db)[0]
+    assert result["merged"] and not result["rebuilt"]
+    assert not vi.delta_path.exists() and not vi.removed_path.exists()
+    assert vi.meta()["count"] == 3400 - 2 and vi.path.stat().st_mtime_ns != stamp
+    _agrees_with_exact(db, near(vectors_, 20, seed=4))
+
+
+@pytest.mark.parametrize("crash_at", ["record", "merge"])
+def test_a_crash_between_database_and_index_loses_nothing(tmp_path, monkeypatch, crash_at):
+    from hailo_immich_cli.batch import vectors
+
+    db = tmp_path / "crash.db"
+    vectors_, _ = clustered(3600, seed=9)
+    write_clip_library(db, vectors_[:3000], model_id=MODEL)
+    sync_all(db)
+    vi = VectorIndex(db, "clip", MODEL)
+    if crash_at == "merge":  # a delta exists before the merge
+        write_clip_library(db, clustered(1, seed=99)[0], model_id=MODEL, start=99_000)
+        sync_all(db)
+        assert vi.delta_path.is_file()
+    new = range(3000, 3020) if crash_at == "record" else range(3000, 3600)
+    write_clip_library(db, vectors_[new.start:new.stop], model_id=MODEL, start=new.start)
+    gone = _delete(db, (17, 3005))
+
+    class Crash(Exception):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash
+
+    # the database is written; the index files are written, but not the record saying which generation they hold
+    # ("record"), or a merge has replaced the main file and died before dropping the old delta ("merge")
+    if crash_at == "record":
+        monkeypatch.setattr(vectors.VectorIndex, "_write_meta", crash)
+    else:
+        monkeypatch.setattr(vectors, "_drop", crash)
+    with pytest.raises(Crash):
+        sync_all(db)
+    monkeypatch.undo()
+
+    index = Index(db)  # a search finds the index stale and brings it up to date first
+    for i, path in zip((17, 3005), gone):
+        assert path not in _paths(index.by_vector(vectors_[i], MODEL, 10))
+    for i in (new.start, new.stop - 1):
+        assert index.by_vector(vectors_[i], MODEL, 1)[0].path.endswith(f"{i:07d}.jpg")
+    hits = index.by_vector(vectors_[3010], MODEL, 20)
+    assert len(set(_paths(hits))) == len(hits) == 20  # a vector in both the main file and the delta is one result
+    index.close()
+    assert vi.is_fresh(sqlite3.connect(db))
+    _agrees_with_exact(db, near(vectors_[:new.stop], 15, seed=5))

@@ -48,8 +48,12 @@ class Provenance:
 
     @property
     def model_id(self) -> str:
-        """Short id stored next to vectors: recipe id plus the first 12 hex of the file hash."""
-        return f"{self.recipe_id}@{self.model_sha256[:12]}"
+        return model_id_of(self.recipe_id, self.model_sha256)
+
+
+def model_id_of(recipe_id: str, model_sha256: str) -> str:
+    """Short id stored next to vectors: recipe id plus the first 12 hex of the model file's hash."""
+    return f"{recipe_id}@{model_sha256[:12]}"
 
 
 T = TypeVar("T")

@@ -17,13 +17,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlite_utils
 
 from hailo_immich_cli.batch.vectors import LIVE, Progress, VectorIndex
 from hailo_immich_cli.errors import BadInputError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 IMMICH_MAX_DISTANCE = 0.5
 IMMICH_MIN_FACES = 3

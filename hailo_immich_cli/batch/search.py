@@ -331,6 +331,8 @@ class LocalQueryEncoder:
         self.session = session
 
     def _recipe_for(self, info: dict[str, Any], task: str):
+        """The local recipe that made these vectors, checked by its file's hash without loading it (a text
+        query needs only the text encoder, and loading a visual encoder costs a search about a second)."""
         try:
             recipe = self.session.recipes.get(info["recipe_id"])
         except UnknownModelError:
@@ -338,7 +340,9 @@ class LocalQueryEncoder:
                 f"the index's vectors come from '{info['model_id']}', which no local recipe provides"
                 + (" (it was made through --remote; search with --remote too)" if info["model_id"].endswith("@remote") else "")
             ) from None
-        model_id = self.session.model(recipe.id).provenance.model_id
+        from hailo_immich_cli.backends.base import model_id_of
+
+        model_id = model_id_of(recipe.id, self.session.files.sha256(self.session.files.require(recipe, "model")))
         if model_id != info["model_id"]:
             raise UnknownModelError(f"the index's vectors come from {info['model_id']}, the local recipe now loads {model_id}; re-index")
         return recipe

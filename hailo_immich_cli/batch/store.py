@@ -14,18 +14,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import sqlite_utils
 import xxhash
 
 from hailo_immich_cli.batch.people import migrate_people
-from hailo_immich_cli.batch.vector_keys import migrate_vector_keys
+from hailo_immich_cli.batch.vector_keys import migrate_vector_keys, migrate_vector_log
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, HailoImmichError
 from hailo_immich_cli.tasks import by_name
 
-SCHEMA_VERSION = 3
+if TYPE_CHECKING:
+    import sqlite_utils  # imported where a database is written: a read-only search never needs it
+
+SCHEMA_VERSION = 4
 
 
 # ---- what the indexer hands to the store -------------------------------------------------------
@@ -139,7 +141,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys, 3: migrate_people}
+MIGRATIONS = {1: _migrate_1, 2: migrate_vector_keys, 3: migrate_people, 4: migrate_vector_log}
 
 
 # A file that is not SQLite at all (SQLITE_NOTADB) is "not an index database", not a damaged one.
@@ -217,6 +219,8 @@ class Store:
             check_integrity(self.path)
         try:
             self.conn = _connect(self.path)
+            import sqlite_utils
+
             self.db = sqlite_utils.Database(self.conn)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")

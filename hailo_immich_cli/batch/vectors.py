@@ -1,11 +1,17 @@
 """Vector indexes beside the index database, so a search costs the same at 1k and at 1M photos.
 
-One usearch HNSW file per kind (clip, faces) and model id, in `<db>.vectors/`. It holds only the
-vectors of contents that still have a live photo, named by the stable keys of `vector_keys`. It is
-brought up to date incrementally (add what is new, remove what is gone) by `index` and, when it is
-missing or stale, by the first search that needs it. Queries memory-map the file (nothing is read
-up front), ask for more candidates than wanted and rescore them with the exact float32 vectors from
-SQLite, so scores are the exact scan's and the index only decides which rows to look at.
+Per kind (clip, faces) and model id, in `<db>.vectors/`: a main usearch HNSW file, a small delta
+HNSW file of vectors added since the main file was written, and the keys of the main file's vectors
+that are no longer live (tombstones). Together they hold the vectors of contents that still have a
+live photo, named by the stable keys of `vector_keys`. `index` brings them up to date from the
+database's change log (so the cost follows what changed, not the library's size) by writing only
+the delta and the tombstones; the delta is merged into the main file when it outgrows a tenth of
+it. A missing or stale index is synced by the first search that needs it. Each file is replaced
+atomically and the record (`.json`) last; whatever a crash leaves is read as it is and corrected
+from the database by the next sync, so an added vector is never lost and a deleted one never kept.
+Queries memory-map the files (nothing is read up front), ask for more candidates than wanted and
+rescore them with the exact float32 vectors from SQLite, so scores are the exact scan's and the
+index only decides which rows to look at.
 
 Why usearch: see docs/search.md (measured against faiss-cpu, hnswlib and sqlite-vec).
 """
@@ -24,13 +30,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from hailo_immich_cli.batch.vector_keys import generation
+from hailo_immich_cli.batch.vector_keys import changed_since, generation, log_position, prune_log
 
-FORMAT = 1
+FORMAT = 2  # 2: main + delta + tombstones, synced from the change log; 1 (main file alone) is still read
 DTYPE = "f16"  # half precision: recall margin at 1M; i8 halves the file at equal recall at 100k (docs/search.md)
 CONNECTIVITY = 16
 EF_ADD = 128
 EF_SEARCH = 96
+MERGE_FRACTION = 0.1  # the delta and tombstones are merged into the main file beyond this share of it
 CHUNK = 16384
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -96,21 +103,117 @@ def _read_conn(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _chunks(seq: np.ndarray, size: int = 500) -> Iterator[np.ndarray]:
+def _chunks(seq, size: int = 500) -> Iterator:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
 
 
+def _keys(values) -> np.ndarray:
+    return np.unique(np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.uint64))
+
+
+def _contains(index, keys: np.ndarray) -> np.ndarray:
+    if index is None or not len(keys) or not len(index):
+        return np.zeros(len(keys), bool)
+    return np.asarray(index.contains(keys), dtype=bool).reshape(-1)
+
+
+def _save(index, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    index.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _drop(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class IndexView:
+    """The main file and the delta, memory-mapped, searched as one index without the main file's tombstones."""
+
+    def __init__(self, main, delta, removed: np.ndarray):
+        self.main, self.delta, self.removed = main, delta, removed
+        self.ndim = int(main.ndim if main is not None and len(main) else delta.ndim if delta is not None else 0)
+
+    def __len__(self) -> int:
+        main = len(self.main) - len(self.removed) if self.main is not None else 0
+        return max(0, main) + (len(self.delta) if self.delta is not None else 0)
+
+    @property
+    def expansion_search(self) -> int:
+        return int(self.main.expansion_search) if self.main is not None else EF_SEARCH
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        for part in (self.main, self.delta):
+            if part is not None:
+                part.expansion_search = int(value)
+
+    def search(self, vectors: np.ndarray, count: int) -> "Found":
+        """Up to `count` nearest keys per query, best first (missing: key -1, distance inf)."""
+        q = np.asarray(vectors, dtype=np.float32)
+        single = q.ndim == 1
+        q = q.reshape(1, -1) if single else q
+        keys, dists = [], []
+        for part, extra in ((self.main, len(self.removed)), (self.delta, 0)):
+            if part is None or not len(part):
+                continue
+            k, d = _padded(part.search(q, min(len(part), count + min(extra, count))), len(q))  # room for tombstones
+            if extra:
+                d[np.isin(k.astype(np.uint64), self.removed)] = np.inf
+            keys.append(k)
+            dists.append(d)
+        if not keys:
+            out_k, out_d = np.full((len(q), 0), -1, np.int64), np.zeros((len(q), 0), np.float32)
+        else:
+            k, d = np.concatenate(keys, axis=1), np.concatenate(dists, axis=1)
+            order = np.argsort(d, axis=1, kind="stable")[:, :count]
+            out_k, out_d = np.take_along_axis(k, order, 1), np.take_along_axis(d, order, 1)
+            out_k[~np.isfinite(out_d)] = -1
+        return Found(out_k[0], out_d[0]) if single else Found(out_k, out_d)
+
+
+def _padded(found, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """usearch's answer as (rows, n) keys and distances, missing places at distance inf (one row comes back trimmed)."""
+    keys = np.asarray(found.keys, dtype=np.int64).reshape(rows, -1)
+    dists = np.asarray(found.distances, dtype=np.float32).reshape(rows, -1).copy()
+    counts = getattr(found, "counts", None)
+    if counts is not None:
+        dists[np.arange(keys.shape[1])[None, :] >= np.asarray(counts).reshape(-1, 1)] = np.inf
+    return keys, dists
+
+
+@dataclass(frozen=True)
+class Found:
+    keys: np.ndarray
+    distances: np.ndarray
+
+
+@dataclass
+class _Parts:
+    """The files as they are on disk: the main index (memory-mapped), the delta (in memory), the tombstones."""
+
+    main: object
+    delta: object | None
+    removed: np.ndarray
+
+
 class VectorIndex:
-    """The index file of one kind and model, and how to bring it in line with the database."""
+    """The index files of one kind and model, and how to bring them in line with the database."""
 
     def __init__(self, db_path: Path | str, kind: str, model_id: str):
         self.db_path = Path(db_path)
         self.source = SOURCES[kind]
         self.kind, self.model_id = kind, model_id
         self.dir = index_dir(self.db_path)
-        self.path = self.dir / f"{kind}-{_slug(model_id)}.usearch"
-        self.meta_path = self.path.with_suffix(".json")
+        stem = f"{kind}-{_slug(model_id)}"
+        self.path = self.dir / f"{stem}.usearch"
+        self.delta_path = self.dir / f"{stem}.delta.usearch"
+        self.removed_path = self.dir / f"{stem}.removed.npy"
+        self.meta_path = self.dir / f"{stem}.json"
 
     # ---- state ----------------------------------------------------------------------------------
     def meta(self) -> dict | None:
@@ -118,7 +221,7 @@ class VectorIndex:
             meta = json.loads(self.meta_path.read_text())
         except (OSError, ValueError):
             return None
-        if meta.get("format") != FORMAT or meta.get("model_id") != self.model_id or not self.path.is_file():
+        if meta.get("format") not in (1, FORMAT) or meta.get("model_id") != self.model_id or not self.path.is_file():
             return None
         return meta
 
@@ -126,9 +229,32 @@ class VectorIndex:
         meta = self.meta()
         return meta is not None and meta.get("generation") == generation(conn)
 
+    def _parts(self, UIndex, view_delta: bool) -> _Parts | None:
+        """The files read as they are; None when the main file is missing or damaged (then: rebuild)."""
+        try:
+            main = UIndex.restore(str(self.path), view=True)
+        except Exception:  # a damaged or foreign file: rebuild it from the database
+            return None
+        if main is None:
+            return None
+        delta = None
+        if self.delta_path.is_file():
+            try:
+                delta = UIndex.restore(str(self.delta_path), view=view_delta)
+            except Exception:  # its vectors are still in the database: a sync adds them back
+                delta = None
+        removed = np.empty(0, np.uint64)
+        if self.removed_path.is_file():
+            try:
+                removed = np.sort(np.load(self.removed_path).astype(np.uint64))
+            except (OSError, ValueError):  # unreadable tombstones: rebuild rather than show a deleted photo
+                return None
+        return _Parts(main, delta, removed)
+
     # ---- bringing it up to date -----------------------------------------------------------------
     def sync(self, progress: Progress | None = None, threads: int = 0, force: bool = False) -> dict:
-        """Add live vectors the file lacks, drop the ones no live photo has; rebuild if the file is unusable (or `force`)."""
+        """Apply what changed since the files were written (from the change log, else by comparing every key);
+        rebuild if the files are unusable (or `force`)."""
         from usearch.index import Index as UIndex
 
         library_version()
@@ -141,54 +267,112 @@ class VectorIndex:
             fcntl.flock(lock, fcntl.LOCK_EX)
             conn = _read_conn(self.db_path)
             try:
-                conn.execute("BEGIN")  # one snapshot: generation, keys and vectors agree
-                gen = generation(conn)
+                conn.execute("BEGIN")  # one snapshot: generation, log, keys and vectors agree
+                gen, log = generation(conn), log_position(conn)
                 meta = None if force else self.meta()
                 if meta is not None and meta.get("generation") == gen:
                     return {"added": 0, "removed": 0, "rebuilt": False, "count": meta.get("count", 0)}
                 started = time.monotonic()
-                wanted = np.fromiter((r[0] for r in conn.execute(self.source.live_keys_sql(), (self.model_id,))), dtype=np.uint64)
-                have = self._keys(UIndex, meta)
-                rebuilt = have is None
-                have = np.empty(0, np.uint64) if have is None else have
-                remove = np.setdiff1d(have, wanted, assume_unique=True)
-                add = np.setdiff1d(wanted, have, assume_unique=True)
-                if len(remove) > max(1000, len(have) // 5):  # many tombstones: a fresh graph is better
-                    rebuilt, add, remove = True, wanted, np.empty(0, np.uint64)
-                index = None
-                if not rebuilt and (len(add) or len(remove)):  # only then read the whole file into memory
-                    index = UIndex.restore(str(self.path), view=False)
-                    if len(remove):
-                        index.remove(remove)
-                if rebuilt or len(add) or len(remove):
-                    index = self._add(conn, index, add, rebuilt, progress, threads, UIndex)
+                parts = None if meta is None else self._parts(UIndex, view_delta=False)
+                if parts is None:
+                    result = self._rebuild(conn, UIndex, progress, threads)
+                else:
+                    result = self._update(conn, UIndex, parts, meta, log, progress, threads)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
-            count = len(have) - len(remove) + len(add) if not rebuilt else len(add)
-            dim = meta["dim"] if meta else 0
-            if index is not None or rebuilt:
-                if index is None:
-                    index = UIndex(ndim=1, metric="cos", dtype=DTYPE)
-                dim, count = int(index.ndim), int(len(index))
-                tmp = self.path.with_suffix(".tmp")
-                index.save(str(tmp))
-                os.replace(tmp, self.path)
-            self._write_meta({"format": FORMAT, "kind": self.kind, "model_id": self.model_id, "dim": dim, "dtype": DTYPE,
-                              "generation": gen, "count": int(count), "library": library_version(),
-                              "connectivity": CONNECTIVITY, "updated": time.time()})
-            return {"added": int(len(add)), "removed": int(len(remove)), "rebuilt": bool(rebuilt),
-                    "count": int(count), "seconds": round(time.monotonic() - started, 3)}
+            self._write_meta({"format": FORMAT, "kind": self.kind, "model_id": self.model_id, "dim": result.pop("dim"),
+                              "dtype": DTYPE, "generation": gen, "log_seq": log[1] if log else None,
+                              "count": result["count"], "delta": result.pop("delta", 0), "tombstones": result.pop("tombstones", 0),
+                              "library": library_version(), "connectivity": CONNECTIVITY, "updated": time.time()})
+            return {**result, "seconds": round(time.monotonic() - started, 3)}
 
-    def _keys(self, UIndex, meta: dict | None) -> np.ndarray | None:
-        """The keys in the file, read through a memory map (cheap); None when there is no usable file."""
-        if meta is None:
-            return None
-        try:
-            view = UIndex.restore(str(self.path), view=True)
-            return np.asarray(view.keys, dtype=np.uint64) if len(view) else np.empty(0, np.uint64)
-        except Exception:  # a damaged or foreign file: rebuild it from the database
-            return None
+    def _rebuild(self, conn, UIndex, progress: Progress | None, threads: int) -> dict:
+        """A fresh main file from every live vector; no delta, no tombstones."""
+        wanted = np.fromiter((r[0] for r in conn.execute(self.source.live_keys_sql(), (self.model_id,))), dtype=np.uint64)
+        index = self._add(conn, None, wanted, True, progress, threads, UIndex) or UIndex(ndim=1, metric="cos", dtype=DTYPE)
+        _save(index, self.path)
+        _drop(self.delta_path)
+        _drop(self.removed_path)
+        return {"added": int(len(wanted)), "removed": 0, "rebuilt": True, "merged": False, "count": int(len(index)),
+                "dim": int(index.ndim)}
+
+    def _changes(self, conn, parts: _Parts, meta: dict, log: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(keys that must be in the index, keys that must not): from the change log when it covers the time
+        since the files were written, else by comparing every live key with the files' keys."""
+        since = meta.get("log_seq")
+        if log is not None and since is not None and since >= log[0]:
+            keys, hashes = changed_since(conn, since)
+            touched = set(keys)
+            table, col = self.source.table, self.source.model_column
+            for part in _chunks(hashes):
+                touched.update(r[0] for r in conn.execute(
+                    f"SELECT vkey FROM {table} WHERE +{col} = ? AND vkey IS NOT NULL AND hash IN ({','.join('?' * len(part))})",
+                    (self.model_id, *part)))
+            touched_keys = _keys(touched)
+            if len(touched_keys) <= max(CHUNK, len(parts.main) // 4):  # beyond that one scan is cheaper than look-ups
+                live: list[int] = []
+                for part in _chunks(touched_keys):
+                    live += [r[0] for r in conn.execute(
+                        f"SELECT v.vkey FROM {table} v WHERE v.{col} = ? AND v.embedding IS NOT NULL"
+                        f" AND v.vkey IN ({','.join('?' * len(part))}) AND {LIVE}", (self.model_id, *(int(k) for k in part)))]
+                live_keys = _keys(live)
+                return live_keys, np.setdiff1d(touched_keys, live_keys, assume_unique=True)
+        wanted = _keys(np.fromiter((r[0] for r in conn.execute(self.source.live_keys_sql(), (self.model_id,))), dtype=np.uint64))
+        have = [np.asarray(parts.main.keys, dtype=np.uint64)] if len(parts.main) else []
+        if parts.delta is not None and len(parts.delta):
+            have.append(np.asarray(parts.delta.keys, dtype=np.uint64))
+        have_keys = _keys(np.concatenate(have)) if have else np.empty(0, np.uint64)
+        return wanted, np.setdiff1d(have_keys, wanted, assume_unique=True)
+
+    def _update(self, conn, UIndex, parts: _Parts, meta: dict, log, progress: Progress | None, threads: int) -> dict:
+        live, dead = self._changes(conn, parts, meta, log)
+        in_main = _contains(parts.main, live)
+        in_delta = _contains(parts.delta, live)
+        revived = np.intersect1d(live[in_main], parts.removed, assume_unique=True)  # back in a live photo: untombstone
+        add = live[~in_main & ~in_delta]
+        drop_delta = dead[_contains(parts.delta, dead)]
+        dead_main = dead[_contains(parts.main, dead)]
+        removed = np.union1d(np.setdiff1d(parts.removed, revived, assume_unique=True), dead_main)
+        buried = len(removed) - len(parts.removed) + len(revived)
+        delta_size = (len(parts.delta) if parts.delta is not None else 0) - len(drop_delta) + len(add)
+        main_size = len(parts.main)
+        summary = {"added": int(len(add) + len(revived)), "removed": int(len(drop_delta) + buried), "rebuilt": False, "merged": False}
+        if len(removed) > max(1000, main_size // 5) or main_size == 0:  # many tombstones (or nothing to add to): a fresh graph
+            return {**self._rebuild(conn, UIndex, progress, threads), **{k: summary[k] for k in ("added", "removed")}}
+        if delta_size + len(removed) > MERGE_FRACTION * main_size:
+            return {**summary, **self._merge(conn, UIndex, parts, add, drop_delta, removed, progress, threads)}
+        delta = parts.delta
+        if len(drop_delta):
+            delta.remove(drop_delta)
+        delta = self._add(conn, delta, add, False, progress, threads, UIndex)
+        if delta is not None and (len(add) or len(drop_delta)):
+            _save(delta, self.delta_path)
+        if len(removed) != len(parts.removed) or len(revived):
+            tmp = self.removed_path.with_name(self.removed_path.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, removed)
+            os.replace(tmp, self.removed_path)
+        live_count = main_size - len(removed) + (len(delta) if delta is not None else 0)
+        return {**summary, "count": int(live_count), "dim": int(parts.main.ndim), "delta": int(delta_size),
+                "tombstones": int(len(removed))}
+
+    def _merge(self, conn, UIndex, parts: _Parts, add: np.ndarray, drop_delta: np.ndarray, removed: np.ndarray,
+               progress: Progress | None, threads: int) -> dict:
+        """One new main file: the old one without its tombstones, plus the delta's vectors (read exactly from SQLite)."""
+        index = UIndex.restore(str(self.path), view=False)
+        if len(removed):
+            index.remove(removed)
+        carried = np.empty(0, np.uint64)
+        if parts.delta is not None and len(parts.delta):
+            carried = np.setdiff1d(np.asarray(parts.delta.keys, dtype=np.uint64), drop_delta)
+        incoming = _keys(np.concatenate([carried, add]))
+        incoming = incoming[~_contains(index, incoming)]
+        index = self._add(conn, index, incoming, False, progress, threads, UIndex)
+        _save(index, self.path)
+        _drop(self.delta_path)
+        _drop(self.removed_path)
+        return {"merged": True, "count": int(len(index)), "dim": int(index.ndim)}
 
     def _write_meta(self, meta: dict) -> None:
         tmp = self.meta_path.with_suffix(".json.tmp")
@@ -230,12 +414,13 @@ class VectorIndex:
             for part in _chunks(keys):
                 sql = f"SELECT vkey, embedding FROM {self.source.table} WHERE +{self.source.model_column} = ? AND vkey IN ({','.join('?' * len(part))})"
                 rows = conn.execute(sql, (self.model_id, *(int(k) for k in part))).fetchall()
+                rows = list({r[0]: r for r in rows}.values())  # one vector per key (faces of one content share none)
                 if rows:
                     put([r[0] for r in rows], [r[1] for r in rows])
         return index
 
     # ---- querying -------------------------------------------------------------------------------
-    def fresh_view(self, conn: sqlite3.Connection, progress: Progress | None = None) -> tuple[object, dict | None]:
+    def fresh_view(self, conn: sqlite3.Connection, progress: Progress | None = None) -> tuple[IndexView, dict | None]:
         """Synced if stale (rebuilt if unreadable) and memory-mapped; returns (view, what the sync did)."""
         synced = None if self.is_fresh(conn) else self.sync(progress)
         view = self.open_view()
@@ -246,14 +431,14 @@ class VectorIndex:
             raise VectorIndexUnavailable(f"cannot read {self.path}")
         return view, synced
 
-    def open_view(self):
-        """The file memory-mapped for queries, or None if it cannot be read."""
+    def open_view(self) -> IndexView | None:
+        """The files memory-mapped for queries, or None if they cannot be read."""
         from usearch.index import Index as UIndex
 
-        try:
-            return UIndex.restore(str(self.path), view=True)
-        except Exception:
+        parts = self._parts(UIndex, view_delta=True)
+        if parts is None or (self.delta_path.is_file() and parts.delta is None):
             return None
+        return IndexView(parts.main, parts.delta, parts.removed)
 
 
 class Searcher:
@@ -310,7 +495,8 @@ class Searcher:
 
 
 def sync_all(db_path: Path | str, progress: Progress | None = None) -> list[dict]:
-    """Bring every model's indexes in line with the database (the end of an `index` run)."""
+    """Bring every model's indexes in line with the database (the end of an `index` run), then drop the change
+    log entries all of them have read."""
     db_path = Path(db_path)
     conn = _read_conn(db_path)
     try:
@@ -322,4 +508,21 @@ def sync_all(db_path: Path | str, progress: Progress | None = None) -> list[dict
     for kind, model_id in stale:
         res = VectorIndex(db_path, kind, model_id).sync(progress)
         out.append({"kind": kind, "model_id": model_id, **res})
+    read = [(VectorIndex(db_path, k, m).meta() or {}).get("log_seq") for k, m in work]
+    if read and all(seq is not None for seq in read):
+        _prune(db_path, min(read))
     return out
+
+
+def _prune(db_path: Path, through: int) -> None:
+    try:
+        conn = sqlite3.connect(db_path, timeout=60)
+    except sqlite3.Error:
+        return
+    try:
+        with conn:
+            prune_log(conn, through)
+    except sqlite3.OperationalError:  # a read-only database keeps its log; syncs still read it correctly
+        pass
+    finally:
+        conn.close()

@@ -7,17 +7,19 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from hailo_immich_cli.batch.search import Hit, Index
+import typer
+from rich.markup import escape
+
+from hailo_immich_cli.batch.search import Index
 from hailo_immich_cli.batch.store import database_errors
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.commands._progress import step_progress
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.imaging import decode_image
+
+if TYPE_CHECKING:
+    from hailo_immich_cli.batch.search import Hit
 
 
 def register(app: typer.Typer) -> None:
@@ -116,6 +118,8 @@ def _page(out: Path, db: Path, index: Index, hits: list[Hit], mode: str, query: 
 
 
 def _load(path: Path, max_pixels: int):
+    from hailo_immich_cli.imaging import decode_image  # OpenCV and Pillow: only --like and --face read an image
+
     return decode_image(path, max_pixels=max_pixels, exif_transpose=True).rgb
 
 
@@ -127,6 +131,9 @@ def _print(hits: list[Hit], mode: str, as_json: bool, paths_only: bool, summary:
     if as_json:
         sys.stdout.write(json.dumps({**summary, "results": [h.as_dict() for h in hits]}, ensure_ascii=False) + "\n")
         return
+    from rich.console import Console
+    from rich.table import Table
+
     timing = f" ({summary['method']}, {summary['query_ms']:.1f} ms)" if summary.get("query_ms") is not None else ""
     table = Table("#", "score", "path", title=f"{len(hits)} result(s){timing}", title_justify="left")
     extra = {"ocr": "text", "face": "box", "person": "boxes"}.get(mode)
