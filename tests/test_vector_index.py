@@ -14,7 +14,7 @@ import pytest
 
 from hailo_immich_cli.batch.search import Index
 from hailo_immich_cli.batch.store import SCHEMA_VERSION, Store, vector_blob
-from hailo_immich_cli.batch.synthetic import clustered, near, write_clip_library, write_faces
+from hailo_immich_cli.batch.synthetic import clustered, far, near, write_clip_library, write_faces
 from hailo_immich_cli.batch.vectors import Searcher, VectorIndex, index_dir, sync_all
 
 MODEL = "clip-vit-b32-openai-visual-cpu@synthetic"
@@ -57,6 +57,22 @@ def test_ann_matches_exact_recall_and_top1(library):
         ann.close()
     assert np.mean(recall) >= 0.99, np.mean(recall)
     assert all(same_top1)
+
+
+def test_queries_far_from_every_photo_get_the_exact_top1(library):
+    """A text query lands far from image vectors, where every photo is about as distant as the next: the
+    graph search must still find the same best photo as the exact scan."""
+    db, vectors = library
+    queries = far(100, seed=21)
+    truth = np.argmax(queries @ vectors.T, axis=1)
+    ann = Index(db)
+    try:
+        got = [ann.by_vector(q, MODEL, 5)[0].path for q in queries]
+        assert ann.method == "usearch"
+    finally:
+        ann.close()
+    want = [f"/synthetic/{i // 1000:04d}/{i:07d}.jpg" for i in truth]
+    assert sum(g != w for g, w in zip(got, want)) == 0
 
 
 def test_missing_index_is_built_with_progress_then_reused(tmp_path):

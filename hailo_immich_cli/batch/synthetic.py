@@ -44,6 +44,13 @@ def near(vectors: np.ndarray, count: int, seed: int, jitter: float = 0.03) -> np
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
+def far(count: int, dim: int = 512, seed: int = 1) -> np.ndarray:
+    """Queries far from every clump (random directions): like a text query against image vectors, the hard case
+    for a nearest-neighbour graph, because every stored vector is about as far away as every other."""
+    q = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
 def fake_hash(i: int, salt: str = "") -> str:
     import xxhash
 

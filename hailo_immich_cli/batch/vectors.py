@@ -37,6 +37,7 @@ DTYPE = "f16"  # half precision: recall margin at 1M; i8 halves the file at equa
 CONNECTIVITY = 16
 EF_ADD = 128
 EF_SEARCH = 96
+EF_QUERY = 1024  # a search's beam: a query far from every photo (text vs image vectors) needs a wide one for the exact top-1
 MERGE_FRACTION = 0.1  # the delta and tombstones are merged into the main file beyond this share of it
 CHUNK = 16384
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -476,7 +477,7 @@ class Searcher:
             from hailo_immich_cli.errors import BadInputError
 
             raise BadInputError(f"stored vectors have {int(view.ndim)} dims, the query has {q.shape[0]}")
-        view.expansion_search = max(EF_SEARCH, count)
+        view.expansion_search = max(EF_QUERY, count)
         keys = np.asarray(view.search(q, min(count, size)).keys, dtype=np.int64)
         keys = keys[keys >= 0]
         src = SOURCES[kind]
