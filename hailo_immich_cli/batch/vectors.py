@@ -200,6 +200,7 @@ class _Parts:
     main: object
     delta: object | None
     removed: np.ndarray
+    complete: bool = True  # False: a delta file that could not be read (its vectors are re-added from the database)
 
 
 class VectorIndex:
@@ -238,19 +239,20 @@ class VectorIndex:
             return None
         if main is None:
             return None
-        delta = None
+        delta, complete = None, True
         if self.delta_path.is_file():
             try:
                 delta = UIndex.restore(str(self.delta_path), view=view_delta)
-            except Exception:  # its vectors are still in the database: a sync adds them back
-                delta = None
+            except Exception:  # its vectors are still in the database: a sync compares every key and adds them back
+                delta, complete = None, False
+        complete = complete and (delta is not None or not self.delta_path.is_file())
         removed = np.empty(0, np.uint64)
         if self.removed_path.is_file():
             try:
                 removed = np.sort(np.load(self.removed_path).astype(np.uint64))
-            except (OSError, ValueError):  # unreadable tombstones: rebuild rather than show a deleted photo
-                return None
-        return _Parts(main, delta, removed)
+            except (OSError, ValueError):  # unreadable tombstones: every key is compared again, the dead re-buried
+                complete = False
+        return _Parts(main, delta, removed, complete)
 
     # ---- bringing it up to date -----------------------------------------------------------------
     def sync(self, progress: Progress | None = None, threads: int = 0, force: bool = False) -> dict:
@@ -270,15 +272,15 @@ class VectorIndex:
             try:
                 conn.execute("BEGIN")  # one snapshot: generation, log, keys and vectors agree
                 gen, log = generation(conn), log_position(conn)
-                meta = None if force else self.meta()
-                if meta is not None and meta.get("generation") == gen:
+                meta = self.meta()
+                if meta is not None and meta.get("generation") == gen and not force:
                     return {"added": 0, "removed": 0, "rebuilt": False, "count": meta.get("count", 0)}
                 started = time.monotonic()
                 parts = None if meta is None else self._parts(UIndex, view_delta=False)
                 if parts is None:
                     result = self._rebuild(conn, UIndex, progress, threads)
-                else:
-                    result = self._update(conn, UIndex, parts, meta, log, progress, threads)
+                else:  # forced (files damaged behind a fresh record): compare every key rather than trust the log
+                    result = self._update(conn, UIndex, parts, meta, None if force else log, progress, threads)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
@@ -302,7 +304,7 @@ class VectorIndex:
         """(keys that must be in the index, keys that must not): from the change log when it covers the time
         since the files were written, else by comparing every live key with the files' keys."""
         since = meta.get("log_seq")
-        if log is not None and since is not None and since >= log[0]:
+        if log is not None and since is not None and since >= log[0] and parts.complete:
             keys, hashes = changed_since(conn, since)
             touched = set(keys)
             table, col = self.source.table, self.source.model_column
@@ -347,9 +349,11 @@ class VectorIndex:
         if len(drop_delta):
             delta.remove(drop_delta)
         delta = self._add(conn, delta, add, False, progress, threads, UIndex)
-        if delta is not None and (len(add) or len(drop_delta)):
+        if delta is not None and (len(add) or len(drop_delta) or not parts.complete):
             _save(delta, self.delta_path)
-        if len(removed) != len(parts.removed) or len(revived):
+        elif delta is None:
+            _drop(self.delta_path)  # an unreadable one
+        if len(removed) != len(parts.removed) or len(revived) or not parts.complete:
             tmp = self.removed_path.with_name(self.removed_path.name + ".tmp")
             with open(tmp, "wb") as fh:
                 np.save(fh, removed)
@@ -437,7 +441,7 @@ class VectorIndex:
         from usearch.index import Index as UIndex
 
         parts = self._parts(UIndex, view_delta=True)
-        if parts is None or (self.delta_path.is_file() and parts.delta is None):
+        if parts is None or not parts.complete:
             return None
         return IndexView(parts.main, parts.delta, parts.removed)
 
