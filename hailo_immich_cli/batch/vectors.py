@@ -317,7 +317,7 @@ class VectorIndex:
                 live: list[int] = []
                 for part in _chunks(touched_keys):
                     live += [r[0] for r in conn.execute(
-                        f"SELECT v.vkey FROM {table} v WHERE v.{col} = ? AND v.embedding IS NOT NULL"
+                        f"SELECT v.vkey FROM {table} v WHERE +v.{col} = ? AND v.embedding IS NOT NULL"  # by key, not model
                         f" AND v.vkey IN ({','.join('?' * len(part))}) AND {LIVE}", (self.model_id, *(int(k) for k in part)))]
                 live_keys = _keys(live)
                 return live_keys, np.setdiff1d(touched_keys, live_keys, assume_unique=True)
