@@ -29,6 +29,7 @@ def library(tmp_path_factory):
     db = tmp_path_factory.mktemp("vectors") / "lib.db"
     vectors, _ = clustered(10000, seed=5)
     write_clip_library(db, vectors, model_id=MODEL)
+    VectorIndex(db, "clip", MODEL).sync(threads=1)  # one thread builds the same graph every time: reproducible answers
     return db, vectors
 
 
@@ -207,13 +208,18 @@ def _delete(db, indices) -> list[str]:
 
 
 def _agrees_with_exact(db, queries, k: int = 10) -> None:
+    """Same top-1 as the exact scan for every query, recall@k of at least 0.97 (a graph may miss a tail neighbour)."""
     exact, ann = Index(db, exact=True), Index(db)
+    recall = []
     try:
         for q in queries:
-            assert _paths(ann.by_vector(q, MODEL, k)) == _paths(exact.by_vector(q, MODEL, k))
+            got, want = _paths(ann.by_vector(q, MODEL, k)), _paths(exact.by_vector(q, MODEL, k))
+            assert got[0] == want[0]
+            recall.append(len(set(got) & set(want)) / k)
     finally:
         exact.close()
         ann.close()
+    assert np.mean(recall) >= 0.97, recall
 
 
 def test_small_changes_go_to_the_delta_read_from_the_change_log(tmp_path, monkeypatch):
