@@ -19,7 +19,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector, is_damage
-from hailo_immich_cli.batch.vectors import Progress, Searcher, VectorIndexUnavailable, library_version
+from hailo_immich_cli.batch.vectors import SOURCES, Progress, Searcher, VectorIndexUnavailable, library_version
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, UnknownModelError
 
 CHUNK = 16384
@@ -153,6 +153,10 @@ class Index:
 
     # ---- the four searches ----------------------------------------------------------------------
     def clip_model(self, wanted: str | None) -> dict[str, Any]:
+        if wanted is None:
+            models = self.conn.execute(SOURCES["clip"].models_sql() + " LIMIT 2").fetchall()
+            if len(models) == 1:  # the usual library: one model, no need to count a million rows to choose it
+                return self.model(models[0][0])
         model_id = self.pick("SELECT model_id, count(*) FROM clip GROUP BY model_id", wanted, "CLIP vectors")
         return self.model(model_id)
 
