@@ -95,8 +95,8 @@ def resize_for_clip(rgb: np.ndarray | Image.Image, pre: Mapping[str, Any]) -> np
             img = img.crop(strip)
             w, h = img.size
         new, _ = _shortest_crop_box(w, h, size)
-        img = pil_resize(img, new, resample)
         left, upper = int(new[0] / 2 - size / 2), int(new[1] / 2 - size / 2)
+        img = pil_resize(img, new, resample, keep_rows=(upper, upper + size))
         img = img.crop((left, upper, left + size, upper + size))
     elif mode == "crop-resize":
         side = min(w, h)
