@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hailo_immich_cli import host_path as paths
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.server.predict import run_plan
 from hailo_immich_cli.server.protocol import Entry, Plan
 from hailo_immich_cli.tasks import by_name

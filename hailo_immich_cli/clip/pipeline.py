@@ -28,7 +28,7 @@ from hailo_immich_cli.errors import (
     BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
 )
 from hailo_immich_cli.imaging import fast_resize, pil_resize
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
 from hailo_immich_cli.clip.tokenizers import TextTokenizer, build_tokenizer
 

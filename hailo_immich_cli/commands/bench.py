@@ -27,7 +27,7 @@ from hailo_immich_cli.commands._common import (
     stderr_console,
 )
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 
 
 def _tasks(text: str | None, allowed: tuple[str, ...] | list[str], default: tuple[str, ...]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.faces.pipeline import FacesResult, analyze_faces, choose_detector, face_crops
 from hailo_immich_cli.faces.task import RECOGNITION, TASK
 from hailo_immich_cli.imaging import DecodedImage
-from hailo_immich_cli.resolve import recognizer_or_none
+from hailo_immich_cli.models.resolve import recognizer_or_none
 
 
 def face_record(path: Path, result: FacesResult, with_embeddings: bool = True, crops: list[Path] | None = None) -> dict:

@@ -22,7 +22,7 @@ from hailo_immich_cli.errors import HailoImmichError
 from hailo_immich_cli.faces.detect import run_detector
 from hailo_immich_cli.faces.embed import aligned_crops, embed_crops
 from hailo_immich_cli.ocr.pipeline import read_text
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.tensors import l2_normalize
@@ -299,8 +299,8 @@ def compare_one(session: SessionManager, hailo: Recipe, reference: Recipe) -> Co
 
 
 def _fetch_missing(settings: Settings, recipes: list[Recipe]) -> list[str]:
-    from hailo_immich_cli.fetch import Fetcher
-    from hailo_immich_cli.model_files import ModelFiles
+    from hailo_immich_cli.models.fetch import Fetcher
+    from hailo_immich_cli.models.files import ModelFiles
 
     results = Fetcher(ModelFiles(settings)).fetch(recipes)
     return [f"{r.recipe_id}: {r.error}" for r in results if r.status == "failed"]

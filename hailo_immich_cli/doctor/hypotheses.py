@@ -15,8 +15,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
-from hailo_immich_cli.hef import HefFormatError, read_hef
-from hailo_immich_cli.recipes import Recipe, parse_recipe
+from hailo_immich_cli.models.hef import HefFormatError, read_hef
+from hailo_immich_cli.models.recipes import Recipe, parse_recipe
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, UnknownModelError
 from hailo_immich_cli.faces.detect import run_detector
 from hailo_immich_cli.faces.embed import aligned_crops, cosine_similarity, embed_crops
-from hailo_immich_cli.recipes import Recipe
-from hailo_immich_cli.resolve import choose
+from hailo_immich_cli.models.recipes import Recipe
+from hailo_immich_cli.models.resolve import choose
 
 DETECTION = "face-detection"
 RECOGNITION = "face-recognition"

@@ -63,7 +63,7 @@ class FacesTask(Task):
 
     def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
         """Detector and recogniser; detection only (said loudly) when no recogniser is on disk and none was named."""
-        from hailo_immich_cli.resolve import choose, recognizer_or_none, split_pair
+        from hailo_immich_cli.models.resolve import choose, recognizer_or_none, split_pair
 
         det, rec = split_pair(name)
         chosen = {DETECTION: choose(session, DETECTION, det)}

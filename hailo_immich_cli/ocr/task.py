@@ -103,7 +103,7 @@ class OcrTask(Task):
         return ocr_json(lines, result.width, result.height, min_rec)
 
     def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
-        from hailo_immich_cli.resolve import split_pair
+        from hailo_immich_cli.models.resolve import split_pair
 
         det, rec = split_pair(name)
         return {DETECTION: session.resolve(DETECTION, det), RECOGNITION: session.resolve(RECOGNITION, rec)}

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hailo_immich_cli.hef import HefFormatError, HefInfo, HefLayer, read_hef
+from hailo_immich_cli.models.hef import HefFormatError, HefInfo, HefLayer, read_hef
 from hailo_platform import _emulator
 
 HAILO_UNIQUE_VDEVICE_GROUP_ID = "UNIQUE"

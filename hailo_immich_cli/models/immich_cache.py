@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.model_files import IMPORTED_CACHE_DIR, ModelFiles
-from hailo_immich_cli.recipes import Recipe, RecipeBook, parse_recipe
+from hailo_immich_cli.models.files import IMPORTED_CACHE_DIR, ModelFiles
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook, parse_recipe
 from hailo_immich_cli.tasks import immich_pairs
 from hailo_immich_cli.settings import Settings
 
