@@ -56,7 +56,10 @@ class Task:
     - `run_for_index(session, recipes, images)`: (payload, backend) per image for the index;
     - `index_rows(content, out)`: (items, [(sql, rows)]) that store a payload in the index;
     - `remote_entries(name)` / `parse_remote(body, name, url)`: the same through a /predict service;
-    - `bench_work(job, session, stages, batch, next_image, next_texts, found, host_path)`: one benchmark call.
+    - `bench_work(job, session, stages, batch, next_image, next_texts, found, host_path)`: one benchmark call;
+    - for its per-file CLI command: `cli_record(path, result, **extra)` (one JSON record),
+      `cli_table(no_color)` (a table writer with `add(path, result)` and `close()`) and
+      `cli_models(result)` (the provenance of each model that made a result; `--db` keys it by them).
     """
 
     name: str  # index / CLI name
@@ -74,7 +77,7 @@ class Task:
     index_tables: tuple[str, ...] = ()  # index tables whose rows for (content, model) a new result replaces
     bench_jobs: tuple[BenchJob, ...] = ()
     synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
-
+    cli_lists_failures: bool = False  # --json/--jsonl also list failed files ({"file", "error"})
 
     @property
     def recipe_tasks(self) -> tuple[str, ...]:

@@ -30,6 +30,20 @@ def text_entries(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return {"clip": {"textual": {"modelName": name, "options": dict(options)}}}
 
 
+class ClipLines:
+    """`embed`'s plain output: one tab-separated line per vector (label, model, backend, size, first values)."""
+
+    def add(self, label: str, result: tuple[np.ndarray, Any]) -> None:
+        import typer
+
+        vec, prov = result
+        head = ", ".join(f"{x:.5f}" for x in vec[:4])
+        typer.echo(f"{label}\t{prov.model_id}\t{prov.backend}\t{vec.shape[0]}-d\t[{head}, ...]")
+
+    def close(self) -> None:
+        pass
+
+
 class ClipTask(Task):
     def serve(self, session, plan, image, text: str | None, outcome, host_path: str = "exact") -> str:
         from hailo_immich_cli.clip import pipeline
@@ -67,6 +81,15 @@ class ClipTask(Task):
 
     def parse_remote(self, body: Mapping[str, Any], provenance) -> np.ndarray:
         return embedding_from_json(body[self.immich_task])
+
+    def cli_record(self, label: str, result: tuple[np.ndarray, Any], kind: str = "path") -> dict[str, Any]:
+        """`embed --jsonl`'s record of one vector; `kind` says whether `label` is a file or a text."""
+        vec, prov = result
+        return {kind: label, "model_id": prov.model_id, "backend": prov.backend, "dim": int(vec.shape[0]),
+                "embedding": [float(x) for x in vec]}
+
+    def cli_table(self, no_color: bool) -> ClipLines:
+        return ClipLines()
 
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],

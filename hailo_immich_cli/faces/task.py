@@ -5,6 +5,7 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -37,6 +38,42 @@ def _entries(name: str) -> dict[str, Any]:
     """What Immich's server sends for face detection (its default minScore)."""
     return {"facial-recognition": {"detection": {"modelName": name, "options": {"minScore": 0.7}},
                                    "recognition": {"modelName": name}}}
+
+
+class FacesTable:
+    """`detect`'s table: one row per face, printed when every file is done."""
+
+    def __init__(self, no_color: bool):
+        from rich.table import Table
+
+        self.no_color = no_color
+        self.table = Table(title="faces")
+        for col in ("file", "#", "score", "box (x1, y1, x2, y2)", "embedding", "models"):
+            self.table.add_column(col)
+
+    def add(self, path: Path, result) -> None:
+        from rich.markup import escape
+
+        models = f"{result.detector.recipe_id} ({result.detector.backend})"
+        if result.recognizer:
+            models += f" + {result.recognizer.recipe_id} ({result.recognizer.backend})"
+        if not result.faces:
+            self.table.add_row(escape(str(path)), "0", "", "", "", models)
+        for i, face in enumerate(result.faces):
+            emb = f"{face.embedding.shape[0]}-d, |v|={np.linalg.norm(face.embedding):.2f}" if face.embedding is not None else "-"
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            self.table.add_row(escape(str(path)) if i == 0 else "", str(i + 1), f"{face.score:.3f}", box, emb, models if i == 0 else "")
+        if result.truncated:
+            self.table.add_row("", f"+{result.truncated}", "dropped by --max-faces", "", "", "")
+
+    def close(self) -> None:
+        from rich.console import Console
+
+        Console(no_color=self.no_color).print(self.table)
+
+
+def _model_json(prov) -> dict[str, str]:
+    return {"recipe": prov.recipe_id, "backend": prov.backend, "model": prov.model_id}
 
 
 class FacesTask(Task):
@@ -135,6 +172,35 @@ class FacesTask(Task):
             return 1
 
         return work
+
+    def cli_record(self, path: Path, result, crops: list[Path] | None = None) -> dict[str, Any]:
+        """`detect`'s record of one file, naming the recipes and backends that produced it."""
+        record = {
+            "file": str(path),
+            "width": result.width,
+            "height": result.height,
+            "detector": _model_json(result.detector),
+            "recognizer": _model_json(result.recognizer) if result.recognizer else None,
+            "truncated": result.truncated,
+            "faces": [
+                {
+                    "box": [round(v, 2) for v in face.box],
+                    "score": round(face.score, 5),
+                    "landmarks": np.round(face.landmarks.astype(np.float64), 2).tolist(),
+                    **({"embedding": face.embedding.astype(np.float64).tolist()} if face.embedding is not None else {}),
+                }
+                for face in result.faces
+            ],
+        }
+        for face, crop in zip(record["faces"], crops or ()):
+            face["crop"] = str(crop)
+        return record
+
+    def cli_table(self, no_color: bool) -> FacesTable:
+        return FacesTable(no_color)
+
+    def cli_models(self, result) -> list[Any]:
+        return [result.detector] + ([result.recognizer] if result.recognizer else [])
 
     def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
         """Without a recogniser, faces are still benchmarked: detection only."""

@@ -6,6 +6,7 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -63,6 +64,36 @@ def _entries(name: str) -> dict[str, Any]:
     """What Immich's server sends for OCR (its default options)."""
     return {"ocr": {"detection": {"modelName": name, "options": {"minScore": 0.5, "maxResolution": 736}},
                     "recognition": {"modelName": name, "options": {"minScore": IMMICH_DEFAULT_MIN_REC_SCORE}}}}
+
+
+class OcrTables:
+    """`ocr`'s tables: one per image, printed as it finishes."""
+
+    def __init__(self, no_color: bool):
+        from rich.console import Console
+
+        self.console = Console(no_color=no_color, highlight=False)
+
+    def add(self, path: Path, result) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        title = (f"{escape(str(path))}  ({result.width}x{result.height}, {len(result.lines)} lines, "
+                 f"{result.detector.recipe_id} + {result.recognizer.recipe_id} on {result.detector.backend})")
+        table = Table(title=title, title_justify="left", show_lines=False)
+        table.add_column("#", justify="right")
+        table.add_column("text")
+        table.add_column("text score", justify="right")
+        table.add_column("box score", justify="right")
+        table.add_column("box (TL, BR)")
+        for i, line in enumerate(result.lines, 1):
+            (x1, y1), (x2, y2) = line.box[0], line.box[2]
+            table.add_row(str(i), escape(line.text), f"{line.text_score:.3f}", f"{line.box_score:.3f}",
+                          f"({x1:.0f},{y1:.0f}) ({x2:.0f},{y2:.0f})")
+        self.console.print(table)
+
+    def close(self) -> None:
+        pass
 
 
 class OcrTask(Task):
@@ -147,6 +178,31 @@ class OcrTask(Task):
                  for i, (t, bs, ts) in enumerate(zip(o["text"], o["boxScore"], o["textScore"]))]
         return OcrResult(lines=lines, width=w, height=h, detector=provenance, recognizer=provenance)
 
+    def cli_record(self, path: Path, result) -> dict[str, Any]:
+        """`ocr`'s record of one image: the file, the models (recipe id, backend) and the lines in reading order."""
+        return {
+            "file": str(path),
+            "width": result.width,
+            "height": result.height,
+            "detector": {"recipe": result.detector.recipe_id, "backend": result.detector.backend, "model_id": result.detector.model_id},
+            "recognizer": {"recipe": result.recognizer.recipe_id, "backend": result.recognizer.backend, "model_id": result.recognizer.model_id},
+            "lines": [
+                {
+                    "text": line.text,
+                    "box": [[round(float(x), 1), round(float(y), 1)] for x, y in line.box],
+                    "box_score": round(line.box_score, 5),
+                    "text_score": line.text_score,
+                }
+                for line in result.lines
+            ],
+        }
+
+    def cli_table(self, no_color: bool) -> OcrTables:
+        return OcrTables(no_color)
+
+    def cli_models(self, result) -> list[Any]:
+        return [result.detector, result.recognizer]
+
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],
                    host_path: str = "exact") -> Callable[[], int]:
@@ -171,6 +227,7 @@ TASK = OcrTask(
     geometry=(DETECTION,),
     detect_then_recognize=True,
     index_tables=("ocr_lines", "ocr_text"),
+    cli_lists_failures=True,
     # The detector's smallest input is one 32-pixel cell (Immich's service fails below about 16): one 422 rule.
     int_options={"detection": {"maxResolution": MIN_RESOLUTION}},
     bench_jobs=(BenchJob("ocr", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_ocr", "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",
