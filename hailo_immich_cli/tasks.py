@@ -37,6 +37,17 @@ class BenchJob:
 
 
 @dataclass(frozen=True)
+class VectorTable:
+    """Where a task's vectors live in the index database; each (task, model) gets one vector index
+    beside it, named by the task (`<db>.vectors/<task>-<model>.usearch`)."""
+
+    table: str
+    model_column: str  # the model whose embedding space a row's vector is in
+    hit_columns: str  # what a search hit needs, besides the embedding (the first is the content hash)
+    per: str  # what one vector stands for: "photo" (similar photos, duplicates) or "face" (face search, people)
+
+
+@dataclass(frozen=True)
 class ImmichStep:
     """What /predict needs to know about one (task, type) pair, looked up once per entry."""
 
@@ -75,9 +86,15 @@ class Task:
     int_options: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # type -> integer option -> minimum
     batched: bool = False  # index runs several images per call
     index_tables: tuple[str, ...] = ()  # index tables whose rows for (content, model) a new result replaces
+    stored_tables: tuple[str, ...] = ()  # every index table holding the task's rows (pruned with their photos)
+    vectors: VectorTable | None = None  # its searchable vectors, if any
     bench_jobs: tuple[BenchJob, ...] = ()
     synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
     cli_lists_failures: bool = False  # --json/--jsonl also list failed files ({"file", "error"})
+    # An Immich cache folder (models/immich_cache.py): Immich type -> the shipped CPU recipe whose
+    # pipeline runs any such model, and the files its folder holds if not just `<type>/model.onnx`.
+    cache_templates: Mapping[str, str] = field(default_factory=dict)
+    cache_files: Mapping[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
     @property
     def recipe_tasks(self) -> tuple[str, ...]:
@@ -86,6 +103,20 @@ class Task:
     def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
         """When some stages' models are missing: what the job still measures, or None to skip it."""
         return None
+
+    def cache_names(self, model: Any, all_models: Sequence[Any]) -> list[str]:
+        """The Immich model names a recipe synthesised for an Immich cache folder answers to."""
+        return [model.name]
+
+    def cache_recipe(self, model: Any, data: dict[str, Any]) -> None:
+        """Adjust the recipe synthesised for an Immich cache folder from its template's: the template's
+        input names go, the export's own are read from the file."""
+        for tensor in data.get("inputs", []):
+            tensor.pop("name", None)
+
+    def search_hit(self, row: tuple) -> dict[str, Any]:
+        """A vector search hit's details from `vectors.hit_columns` after the hash."""
+        return {}
 
     def model_key(self, model_ids: Sequence[str]) -> str:
         """The key index results are stored under: every model that produced them, so changing any redoes the task."""
@@ -153,6 +184,26 @@ def embedding_tasks() -> frozenset[str]:
 def bench_jobs() -> dict[str, tuple[Any, BenchJob]]:
     """`bench --task` name -> (task, job)."""
     return {job.name: (t, job) for t in registry() for job in t.bench_jobs}
+
+
+@lru_cache(maxsize=None)
+def vector_tasks() -> dict[str, Any]:
+    """Tasks with searchable vectors by name, in name order (the order their indexes are synced)."""
+    return {t.name: t for t in sorted(registry(), key=lambda t: t.name) if t.vectors is not None}
+
+
+def vectors_per(unit: str) -> Any:
+    """The task whose vectors stand for one `unit` ("photo" or "face")."""
+    for t in vector_tasks().values():
+        if t.vectors.per == unit:
+            return t
+    raise KeyError(unit)
+
+
+@lru_cache(maxsize=None)
+def stored_tables() -> tuple[str, ...]:
+    """Every index table holding task rows, in registry order."""
+    return tuple(table for t in registry() for table in t.stored_tables)
 
 
 def owner(recipe_task: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
 
 VISUAL, TEXTUAL = "clip-visual", "clip-textual"
 IMMICH_DEFAULT_MODEL = "ViT-B-32__openai"
@@ -91,6 +91,16 @@ class ClipTask(Task):
     def cli_table(self, no_color: bool) -> ClipLines:
         return ClipLines()
 
+    def cache_recipe(self, model, data: dict[str, Any]) -> None:
+        """An image tower keeps the template's input names; a text tower's are read from the export
+        (M-CLIP text towers take input_ids + attention_mask). The folder's configs and its other tower."""
+        from hailo_immich_cli.clip.immich_config import apply_folder_config, pair_folder
+
+        if model.type != "visual":
+            super().cache_recipe(model, data)
+        apply_folder_config(model, data)
+        pair_folder(model, data)
+
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],
                    host_path: str = "exact") -> Callable[[], int]:
@@ -123,6 +133,18 @@ TASK = ClipTask(
     embeddings=(VISUAL, TEXTUAL),
     text_types=("textual",),
     batched=True,
+    stored_tables=("clip",),
+    cache_templates={"visual": "clip-vit-b32-openai-visual-cpu", "textual": "clip-vit-b32-openai-textual-cpu"},
+    cache_files={
+        "visual": (("model", "model.onnx", "visual/model.onnx"),
+                   ("preprocess_cfg", "preprocess_cfg.json", "visual/preprocess_cfg.json"),
+                   ("config", "config.json", "config.json")),
+        "textual": (("model", "model.onnx", "textual/model.onnx"),
+                    ("tokenizer", "tokenizer.json", "textual/tokenizer.json"),
+                    ("tokenizer_config", "tokenizer_config.json", "textual/tokenizer_config.json"),
+                    ("config", "config.json", "config.json")),
+    },
+    vectors=VectorTable("clip", "model_id", "v.hash", per="photo"),
     bench_jobs=(
         BenchJob("clip", (VISUAL,), VISUAL, job_label="Smart Search", url_default_model=IMMICH_DEFAULT_MODEL,
                  url_entries=_visual_entries),

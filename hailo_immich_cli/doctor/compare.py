@@ -160,10 +160,6 @@ class FaceRecognition(Evaluator):
         return Outcome({"recognition cosine": _r(cos.min())}, bool(cos.min() >= MIN_COSINE), float(cos.min()))
 
 
-def _pair(recipe: Recipe) -> str | None:
-    return recipe.raw.get("clip", {}).get("pair") or recipe.raw.get("textual")
-
-
 def _present(session: SessionManager, recipe_id: str | None) -> bool:
     if not recipe_id:
         return False
@@ -178,7 +174,7 @@ class ClipVisual(Evaluator):
     def prepare(self) -> None:
         self.images = [s.rgb for s in all_samples()]
         self.expected = clip.encode_images(self.session, self.images, self.reference.id).vectors
-        text = _pair(self.reference)
+        text = clip.declared_pair(self.reference)
         self.labels = clip.encode_texts(self.session, list(LABELS), text).vectors if _present(self.session, text) else None
 
     def measure(self, session: SessionManager, recipe: Recipe) -> Outcome:
@@ -196,7 +192,7 @@ class ClipVisual(Evaluator):
 class ClipTextual(Evaluator):
     def prepare(self) -> None:
         self.expected = clip.encode_texts(self.session, list(PROMPTS), self.reference.id).vectors
-        visual = _pair(self.reference)
+        visual = clip.declared_pair(self.reference)
         self.images = clip.encode_images(self.session, [s.rgb for s in all_samples()], visual).vectors if _present(self.session, visual) else None
 
     def measure(self, session: SessionManager, recipe: Recipe) -> Outcome:
@@ -309,7 +305,7 @@ def _fetch_missing(settings: Settings, recipes: list[Recipe]) -> list[str]:
 def _references(book: RecipeBook, reference: Recipe) -> list[Recipe]:
     """The reference and what its check also runs (the other CLIP tower for zero-shot, the OCR partner)."""
     needed = [reference]
-    pair = _pair(reference)
+    pair = clip.declared_pair(reference)
     if pair:
         try:
             needed.append(book.get(pair))

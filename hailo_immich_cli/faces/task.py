@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
 
 DETECTION, RECOGNITION = "face-detection", "face-recognition"
 
@@ -202,6 +202,9 @@ class FacesTask(Task):
     def cli_models(self, result) -> list[Any]:
         return [result.detector] + ([result.recognizer] if result.recognizer else [])
 
+    def search_hit(self, row: tuple) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
+
     def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
         """Without a recogniser, faces are still benchmarked: detection only."""
         return "end-to-end runs detection only" if DETECTION in stages else None
@@ -217,6 +220,9 @@ TASK = FacesTask(
     geometry=(DETECTION,),
     embeddings=(RECOGNITION,),
     index_tables=("faces",),
+    cache_templates={"detection": "buffalo_l-detection-cpu", "recognition": "buffalo_l-recognition-cpu"},
+    stored_tables=("faces",),
+    vectors=VectorTable("faces", "recognizer", "v.hash, v.x1, v.y1, v.x2, v.y2, v.score, v.id", per="face"),
     detect_then_recognize=True,
     synthetic_images_note="the synthetic images have no faces, so the recogniser is not exercised; "
                           "give --images DIR with photos of people",

@@ -17,6 +17,7 @@ DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
 # The textScore threshold Immich's server sends by default (server/src/config.ts); used only when a request omits it.
 IMMICH_DEFAULT_MIN_REC_SCORE = 0.8
 MIN_RESOLUTION = 32
+DICTIONARY_METADATA_KEY = "character"  # Immich (RapidOCR) reads the recogniser's characters from this metadata key
 
 
 def bounded_resolution(requested: int, width: int, height: int, limit: int) -> tuple[int, str | None]:
@@ -203,6 +204,20 @@ class OcrTask(Task):
     def cli_models(self, result) -> list[Any]:
         return [result.detector, result.recognizer]
 
+    def cache_names(self, model, all_models: Sequence[Any]) -> list[str]:
+        """A detector also answers to every language variant in the cache that uses it: Immich stores
+        OCR detectors under the part after the last '__' (EN__PP-OCRv5_mobile -> PP-OCRv5_mobile)."""
+        names = [model.name]
+        if model.type == "detection":
+            names += sorted({m.name for m in all_models if m.task_dir == model.task_dir and m.name != model.name
+                             and m.name.split("__")[-1] == model.name})
+        return names
+
+    def cache_recipe(self, model, data: dict[str, Any]) -> None:
+        super().cache_recipe(model, data)
+        if model.type == "recognition":
+            data.setdefault("postprocess", {})["dictionary_metadata_key"] = DICTIONARY_METADATA_KEY
+
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],
                    host_path: str = "exact") -> Callable[[], int]:
@@ -227,7 +242,9 @@ TASK = OcrTask(
     geometry=(DETECTION,),
     detect_then_recognize=True,
     index_tables=("ocr_lines", "ocr_text"),
+    stored_tables=("ocr_lines", "ocr_text"),
     cli_lists_failures=True,
+    cache_templates={"detection": "ppocrv5-mobile-det-cpu", "recognition": "ppocrv5-mobile-rec-cpu"},
     # The detector's smallest input is one 32-pixel cell (Immich's service fails below about 16): one 422 rule.
     int_options={"detection": {"maxResolution": MIN_RESOLUTION}},
     bench_jobs=(BenchJob("ocr", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_ocr", "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",
