@@ -90,6 +90,7 @@ class Task:
     vectors: VectorTable | None = None  # its searchable vectors, if any
     bench_jobs: tuple[BenchJob, ...] = ()
     synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
+    recipe_keys: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # recipe task -> section -> key -> schema Key
     cli_lists_failures: bool = False  # --json/--jsonl also list failed files ({"file", "error"})
     # An Immich cache folder (models/immich_cache.py): Immich type -> the shipped CPU recipe whose
     # pipeline runs any such model, and the files its folder holds if not just `<type>/model.onnx`.

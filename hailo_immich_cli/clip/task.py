@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hailo_immich_cli.clip.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
 from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
 
@@ -128,6 +129,7 @@ TASK = ClipTask(
     immich_task="clip",
     steps={"visual": VISUAL, "textual": TEXTUAL},
     indexed=(VISUAL,),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="CLIP",
     immich_default_model=IMMICH_DEFAULT_MODEL,
     embeddings=(VISUAL, TEXTUAL),

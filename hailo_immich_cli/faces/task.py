@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hailo_immich_cli.faces.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
 from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
 
@@ -215,6 +216,7 @@ TASK = FacesTask(
     immich_task="facial-recognition",
     steps={"detection": DETECTION, "recognition": RECOGNITION},
     indexed=(DETECTION, RECOGNITION),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="FACIAL_RECOGNITION",
     immich_default_model="buffalo_l",
     geometry=(DETECTION,),

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hailo_immich_cli.ocr.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.tasks import BenchJob, Task
 
 DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
@@ -237,6 +238,7 @@ TASK = OcrTask(
     immich_task="ocr",
     steps={"detection": DETECTION, "recognition": RECOGNITION},
     indexed=(DETECTION, RECOGNITION),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="OCR",
     immich_default_model="PP-OCRv5_mobile",
     geometry=(DETECTION,),
