@@ -79,6 +79,7 @@ class Task:
     indexed: tuple[str, ...]  # recipe tasks `index` runs; the stored model key joins their model ids
     immich_enum: str  # the official service's ModelTask enum name (its error messages quote it)
     immich_default_model: str  # the model Immich's server asks for by default
+    immich_also_shown: tuple[str, ...] = ()  # other Immich model names the placement table (/health, doctor) lists
     geometry: tuple[str, ...] = ()  # recipe tasks whose output is boxes: any Immich model name may serve them
     embeddings: tuple[str, ...] = ()  # recipe tasks whose output is a vector (recipes must say its size)
     text_types: tuple[str, ...] = ()  # Immich types fed text instead of an image
@@ -114,6 +115,14 @@ class Task:
         input names go, the export's own are read from the file."""
         for tensor in data.get("inputs", []):
             tensor.pop("name", None)
+
+    def answer_count(self, value: Any) -> int:
+        """How many results the task's value in an Immich answer holds (faces, lines; a vector is one)."""
+        return 1
+
+    def path_agreement(self, exact: Any, fast: Any) -> dict[str, Any]:
+        """How far the fast host path's answer value is from the exact one's (`bench --host-path`)."""
+        raise NotImplementedError
 
     def search_hit(self, row: tuple) -> dict[str, Any]:
         """A vector search hit's details from `vectors.hit_columns` after the hash."""

@@ -92,6 +92,13 @@ class ClipTask(Task):
     def cli_table(self, no_color: bool) -> ClipLines:
         return ClipLines()
 
+    def path_agreement(self, exact: str, fast: str) -> dict[str, Any]:
+        """The cosine of the two embeddings."""
+        import json
+
+        a, b = (np.asarray(json.loads(x), np.float64) for x in (exact, fast))
+        return {"cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))}
+
     def cache_recipe(self, model, data: dict[str, Any]) -> None:
         """An image tower keeps the template's input names; a text tower's are read from the export
         (M-CLIP text towers take input_ids + attention_mask). The folder's configs and its other tower."""

@@ -16,12 +16,15 @@ from typing import Any, Callable
 import numpy as np
 
 from hailo_immich_cli.clip import pipeline as clip
+from hailo_immich_cli.clip.task import TEXTUAL, VISUAL
 from hailo_immich_cli.doctor.hypotheses import Hypothesis, hypotheses_for
 from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, LABELS, PROMPTS, all_samples, photos
 from hailo_immich_cli.errors import HailoImmichError
 from hailo_immich_cli.faces.detect import run_detector
 from hailo_immich_cli.faces.embed import aligned_crops, embed_crops
+from hailo_immich_cli.faces.task import DETECTION as FACE_DETECTION, RECOGNITION as FACE_RECOGNITION
 from hailo_immich_cli.ocr.pipeline import read_text
+from hailo_immich_cli.ocr.task import DETECTION as OCR_DETECTION, RECOGNITION as OCR_RECOGNITION
 from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
@@ -211,12 +214,11 @@ class Ocr(Evaluator):
     """Detection is judged with the CPU recogniser reading its boxes, recognition on the CPU detector's boxes."""
 
     def _partner(self) -> str:
-        other = "ocr-recognition" if self.hailo.task == "ocr-detection" else "ocr-detection"
-        return self.session.recipes.default(other, "cpu").id
+        return self.session.recipes.default(OCR_PARTNER[self.hailo.task], "cpu").id
 
     def _read(self, session: SessionManager, recipe_id: str) -> list[str]:
         page = all_samples()[-1].rgb
-        names = {"detector": recipe_id, "recognizer": self._partner()} if self.hailo.task == "ocr-detection" else \
+        names = {"detector": recipe_id, "recognizer": self._partner()} if self.hailo.task == OCR_DETECTION else \
             {"detector": self._partner(), "recognizer": recipe_id}
         return [line.text for line in read_text(session, page, **names).lines]
 
@@ -231,9 +233,10 @@ class Ocr(Evaluator):
         return Outcome(metrics, error <= MAX_CER and len(got) == len(self.expected), -error)
 
 
+OCR_PARTNER = {OCR_DETECTION: OCR_RECOGNITION, OCR_RECOGNITION: OCR_DETECTION}  # the other step an OCR check runs
 EVALUATORS: dict[str, type[Evaluator]] = {
-    "face-detection": FaceDetection, "face-recognition": FaceRecognition, "clip-visual": ClipVisual,
-    "clip-textual": ClipTextual, "ocr-detection": Ocr, "ocr-recognition": Ocr,
+    FACE_DETECTION: FaceDetection, FACE_RECOGNITION: FaceRecognition, VISUAL: ClipVisual,
+    TEXTUAL: ClipTextual, OCR_DETECTION: Ocr, OCR_RECOGNITION: Ocr,
 }
 
 
@@ -311,9 +314,8 @@ def _references(book: RecipeBook, reference: Recipe) -> list[Recipe]:
             needed.append(book.get(pair))
         except HailoImmichError:
             pass
-    if reference.task.startswith("ocr-"):
-        other = "ocr-recognition" if reference.task == "ocr-detection" else "ocr-detection"
-        needed.append(book.default(other, "cpu"))
+    if reference.task in OCR_PARTNER:
+        needed.append(book.default(OCR_PARTNER[reference.task], "cpu"))
     return needed
 
 

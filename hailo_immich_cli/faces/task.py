@@ -35,6 +35,15 @@ def faces_json(faces: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
+def box_iou(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Intersection over union of two Immich bounding boxes."""
+    ix = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"]))
+    iy = max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
+    inter = ix * iy
+    union = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _entries(name: str) -> dict[str, Any]:
     """What Immich's server sends for face detection (its default minScore)."""
     return {"facial-recognition": {"detection": {"modelName": name, "options": {"minScore": 0.7}},
@@ -203,6 +212,15 @@ class FacesTask(Task):
     def cli_models(self, result) -> list[Any]:
         return [result.detector] + ([result.recognizer] if result.recognizer else [])
 
+    def answer_count(self, value: list[Any]) -> int:
+        return len(value)
+
+    def path_agreement(self, exact: list[dict[str, Any]], fast: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per exact face the best IoU of a fast face (0 if none), and the face counts."""
+        ious = [max((box_iou(e["boundingBox"], f["boundingBox"]) for f in fast), default=0.0) for e in exact]
+        return {"exact_faces": len(exact), "fast_faces": len(fast), "min_iou": min(ious, default=1.0 if not fast else 0.0),
+                "mean_iou": float(np.mean(ious)) if ious else (1.0 if not fast else 0.0)}
+
     def search_hit(self, row: tuple) -> dict[str, Any]:
         return {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
 
@@ -219,6 +237,7 @@ TASK = FacesTask(
     recipe_keys=RECIPE_KEYS,
     immich_enum="FACIAL_RECOGNITION",
     immich_default_model="buffalo_l",
+    immich_also_shown=("antelopev2",),  # the other face pack Immich's settings offer, same SCRFD-10GF detector
     geometry=(DETECTION,),
     embeddings=(RECOGNITION,),
     index_tables=("faces",),

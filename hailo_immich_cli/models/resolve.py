@@ -180,9 +180,6 @@ class RequestResolver:
 
 
 # ---- placement: where Immich's default model names run ---------------------------------------
-# Besides each task's Immich default (tasks.py: buffalo_l, ViT-B-32__openai, PP-OCRv5_mobile), the
-# other face pack Immich's settings offer with the same SCRFD-10GF detector.
-ALSO_SHOWN: dict[str, tuple[str, ...]] = {"face-detection": ("antelopev2",), "face-recognition": ("antelopev2",)}
 
 
 def default_models() -> list[tuple[str, str, str]]:
@@ -192,7 +189,7 @@ def default_models() -> list[tuple[str, str, str]]:
     rows = []
     for task in registry():
         for type_, recipe_task in task.steps.items():
-            for model in (task.immich_default_model, *ALSO_SHOWN.get(recipe_task, ())):
+            for model in (task.immich_default_model, *task.immich_also_shown):
                 rows.append((f"{task.immich_task}/{type_}", recipe_task, model))
     return rows
 

@@ -205,6 +205,15 @@ class OcrTask(Task):
     def cli_models(self, result) -> list[Any]:
         return [result.detector, result.recognizer]
 
+    def answer_count(self, value: Mapping[str, Any]) -> int:
+        return len(value["text"])
+
+    def path_agreement(self, exact: Mapping[str, Any], fast: Mapping[str, Any]) -> dict[str, Any]:
+        """The texts, and the share of exact lines the fast path read identically."""
+        et, ft = exact["text"], fast["text"]
+        same = sum(1 for t in et if t in ft)
+        return {"exact_lines": len(et), "fast_lines": len(ft), "identical": et == ft, "lines_matched": same / len(et) if et else 1.0}
+
     def cache_names(self, model, all_models: Sequence[Any]) -> list[str]:
         """A detector also answers to every language variant in the cache that uses it: Immich stores
         OCR detectors under the part after the last '__' (EN__PP-OCRv5_mobile -> PP-OCRv5_mobile)."""
