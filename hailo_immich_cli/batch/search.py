@@ -342,22 +342,6 @@ class LocalQueryEncoder:
             raise UnknownModelError(f"the index's vectors come from {info['model_id']}, the local recipe now loads {model_id}; re-index")
         return recipe
 
-    def textual_for(self, visual_recipe: Any):
-        """The text encoder paired with a visual one: named in the recipe, else same Immich name and backend."""
-        book = self.session.recipes
-        clip_table = visual_recipe.raw.get("clip", {})
-        paired = (clip_table.get("pair") if isinstance(clip_table, dict) else None) or visual_recipe.raw.get("textual")
-        if paired:
-            return book.get(paired)
-        for name in visual_recipe.immich_names:
-            found = [r for r in book.by_immich_name("clip-textual", name, visual_recipe.backend)]
-            if found:
-                return found[0]
-        guess = visual_recipe.id.replace("visual", "textual")
-        if guess != visual_recipe.id:
-            return book.get(guess)
-        raise UnknownModelError(f"no text encoder is paired with {visual_recipe.id} (give the recipe a `textual = \"...\"` key)")
-
     def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
         from hailo_immich_cli.clip import pipeline as clip
 
