@@ -133,6 +133,13 @@ class Task:
         return "+".join(model_ids)
 
 
+def detector_recognizer(detection: str, recognition: str) -> dict[str, Any]:
+    """The `Task` fields of a two-model task whose recogniser reads what its detector found (faces,
+    OCR): Immich's detection + recognition pair, both indexed, the detector's boxes being geometry."""
+    return {"steps": {"detection": detection, "recognition": recognition}, "indexed": (detection, recognition),
+            "geometry": (detection,), "detect_then_recognize": True}
+
+
 @lru_cache(maxsize=None)
 def registry() -> tuple[Any, ...]:
     return tuple(importlib.import_module(f"hailo_immich_cli.{name}.task").TASK for name in _PACKAGES)

@@ -12,7 +12,7 @@ import numpy as np
 
 from hailo_immich_cli.faces.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
-from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
+from hailo_immich_cli.tasks import BenchJob, Task, detector_recognizer, VectorTable
 
 DETECTION, RECOGNITION = "face-detection", "face-recognition"
 
@@ -232,19 +232,16 @@ class FacesTask(Task):
 TASK = FacesTask(
     name="faces",
     immich_task="facial-recognition",
-    steps={"detection": DETECTION, "recognition": RECOGNITION},
-    indexed=(DETECTION, RECOGNITION),
+    **detector_recognizer(DETECTION, RECOGNITION),
     recipe_keys=RECIPE_KEYS,
     immich_enum="FACIAL_RECOGNITION",
     immich_default_model="buffalo_l",
     immich_also_shown=("antelopev2",),  # the other face pack Immich's settings offer, same SCRFD-10GF detector
-    geometry=(DETECTION,),
     embeddings=(RECOGNITION,),
     index_tables=("faces",),
     cache_templates={"detection": "buffalo_l-detection-cpu", "recognition": "buffalo_l-recognition-cpu"},
     stored_tables=("faces",),
     vectors=VectorTable("faces", "recognizer", "v.hash, v.x1, v.y1, v.x2, v.y2, v.score, v.id", per="face"),
-    detect_then_recognize=True,
     synthetic_images_note="the synthetic images have no faces, so the recogniser is not exercised; "
                           "give --images DIR with photos of people",
     bench_jobs=(BenchJob("faces", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_faces",

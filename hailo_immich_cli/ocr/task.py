@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from hailo_immich_cli.ocr.recipe_keys import RECIPE_KEYS
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.tasks import BenchJob, Task, detector_recognizer
 
 DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
 # The textScore threshold Immich's server sends by default (server/src/config.ts); used only when a request omits it.
@@ -245,13 +245,10 @@ class OcrTask(Task):
 TASK = OcrTask(
     name="ocr",
     immich_task="ocr",
-    steps={"detection": DETECTION, "recognition": RECOGNITION},
-    indexed=(DETECTION, RECOGNITION),
+    **detector_recognizer(DETECTION, RECOGNITION),
     recipe_keys=RECIPE_KEYS,
     immich_enum="OCR",
     immich_default_model="PP-OCRv5_mobile",
-    geometry=(DETECTION,),
-    detect_then_recognize=True,
     index_tables=("ocr_lines", "ocr_text"),
     stored_tables=("ocr_lines", "ocr_text"),
     cli_lists_failures=True,
