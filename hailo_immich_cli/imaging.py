@@ -242,7 +242,7 @@ def _horizontal(img: Image.Image, width: int, top: int, bottom: int, resample: i
     return band.resize((width, bottom - top), resample)
 
 
-def pil_resize(img: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows: tuple[int, int] | None = None) -> Image.Image:
     """Pillow's two-pass resize in the order Immich's Pillow (<= 12) runs it: horizontal, then
     vertical, through an 8-bit image. Pillow 13 runs the vertical pass first for some shapes, which
     moves a few pixel values; calling the passes one by one keeps Immich's pixels on any Pillow.
@@ -250,26 +250,53 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int) -> Image.
     When no other resize is running in this process, the horizontal pass (the costly one when
     shrinking) runs on row bands in parallel threads (Pillow releases the GIL): same pixels, less
     wall time for a lone request, at the price of copying the bands (~10% more CPU).
+
+    `keep_rows` (output rows [first, last)) says the caller crops the result to those rows: the
+    horizontal pass then runs only on the source rows their vertical filter reads (`source_rows`),
+    the others are left black, and the kept rows are Pillow's own pixels. For a portrait CLIP input
+    that skips about a quarter of the work.
     """
     global _RESIZING
     width, height = img.size
     if size[0] == width or size[1] == height:  # one pass only: no order to keep
         return img.resize(size, resample)
+    top, bottom = source_rows(height, size[1], keep_rows, resample) if keep_rows else (0, height)
     parts = min(os.cpu_count() or 1, 4)
     with _POOL_LOCK:
         alone = _RESIZING == 0
         _RESIZING += 1
     try:
-        if parts < 2 or not alone or width * height < _SPLIT_MIN_PIXELS:
-            wide = _horizontal(img, size[0], 0, height, resample)
+        if parts < 2 or not alone or width * (bottom - top) < _SPLIT_MIN_PIXELS:
+            band = _horizontal(img, size[0], top, bottom, resample)
+            bands, cuts = [band], [top]
         else:
-            cuts = [round(i * height / parts) for i in range(parts + 1)]
+            cuts = [top + round(i * (bottom - top) / parts) for i in range(parts + 1)]
             later = [_pool().submit(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts[1:-1], cuts[2:])]
             bands = [_horizontal(img, size[0], cuts[0], cuts[1], resample)] + [f.result() for f in later]
+        if (top, bottom) == (0, height) and len(bands) == 1:
+            wide = bands[0]
+        else:
             wide = Image.new(img.mode, (size[0], height))
-            for top, band in zip(cuts, bands):
-                wide.paste(band, (0, top))
+            for first, band in zip(cuts, bands):
+                wide.paste(band, (0, first))
     finally:
         with _POOL_LOCK:
             _RESIZING -= 1
     return wide.resize(size, resample)
+
+
+_SUPPORT = {Image.Resampling.NEAREST: 0.5, Image.Resampling.BOX: 0.5, Image.Resampling.BILINEAR: 1.0,
+            Image.Resampling.HAMMING: 1.0, Image.Resampling.BICUBIC: 2.0, Image.Resampling.LANCZOS: 3.0}
+
+
+def source_rows(in_size: int, out_size: int, keep: tuple[int, int], resample: int) -> tuple[int, int]:
+    """Source rows [first, last) that Pillow's vertical pass reads for output rows `keep`.
+
+    The same window arithmetic as Pillow's coefficient table (centre +- support, each end rounded
+    and clamped to the image), widened by one row on each side so rounding can never drop one.
+    """
+    scale = in_size / out_size
+    support = _SUPPORT.get(resample, 3.0) * max(scale, 1.0)
+    first = int((keep[0] + 0.5) * scale - support + 0.5)
+    last = int((keep[1] - 0.5) * scale + support + 0.5)
+    return max(0, first - 1), min(in_size, last + 1)

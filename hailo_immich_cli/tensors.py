@@ -62,5 +62,9 @@ def input_name(recipe: Recipe, model_inputs) -> str:
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    # np.linalg.norm's own arithmetic for real input (same bits), without its dispatch overhead
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    norm = np.sqrt(np.add.reduce(x * x, axis=axis, keepdims=True))
     return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)

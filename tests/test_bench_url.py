@@ -130,3 +130,51 @@ def test_nothing_listening_is_a_clear_error():
     result = runner.invoke(app, ["bench", "--url", "http://127.0.0.1:9", "--count", "1"])
     assert result.exit_code == 2
     assert "nothing answers at http://127.0.0.1:9" in result.output and "Traceback" not in result.output
+
+
+def test_raw_client_reads_every_answer_framing():
+    """Content-Length, chunked and close-delimited answers, each body whole, from a real loopback server."""
+    import http.server
+    import threading
+
+    from hailo_immich_cli.bench.loadtest import RawClient, raw_request
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            if self.path == "/predict" and body == b"chunked":
+                self.send_response(200)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for piece in (b"ab", b"cde" * 1000, b""):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            elif body == b"close":
+                self.send_response(503)
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.wfile.write(b"busy, bye")
+                self.close_connection = True
+            else:
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = Target.parse(f"http://127.0.0.1:{server.server_address[1]}")
+        client = RawClient(target, timeout=5)
+        assert client.request(raw_request(target, "/predict", b"x" * 70000, "text/plain")) == (200, b"x" * 70000)
+        assert client.request(raw_request(target, "/predict", b"chunked", "text/plain")) == (200, b"ab" + b"cde" * 1000)
+        assert client.request(raw_request(target, "/predict", b"close", "text/plain")) == (503, b"busy, bye")
+        assert client.request(raw_request(target, "/predict", b"again", "text/plain")) == (200, b"again")  # reconnected
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -29,6 +29,21 @@ def test_pil_resize_is_pillows_resize(photos, size, target, resample):
     np.testing.assert_array_equal(np.asarray(pil_resize(img, target, resample)), np.asarray(img.resize(target, resample)))
 
 
+@pytest.mark.parametrize("size", [(1440, 1920), (601, 1733), (225, 5000), (1000, 1001), (1920, 1440), (50, 80)])
+@pytest.mark.parametrize("side,resample", [(224, Image.Resampling.BICUBIC), (336, Image.Resampling.BICUBIC),
+                                           (256, Image.Resampling.LANCZOS), (224, Image.Resampling.BILINEAR)])
+def test_kept_rows_are_pillows_pixels(size, side, resample):
+    """A horizontal pass over only the rows the kept output rows read: the crop Immich takes is
+    unchanged, on noise (where any missing source row would show)."""
+    w, h = size
+    img = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    new = (side, int(h / w * side)) if w < h else (int(w / h * side), side)
+    left, upper = int(new[0] / 2 - side / 2), int(new[1] / 2 - side / 2)
+    box = (left, upper, left + side, upper + side)
+    want = np.asarray(img.resize(new, resample).crop(box))
+    np.testing.assert_array_equal(np.asarray(pil_resize(img, new, resample, keep_rows=(upper, upper + side)).crop(box)), want)
+
+
 def test_pil_resize_under_concurrent_calls(photos):
     """Concurrent calls take the single-thread route (the cores are busy): the same pixels either way."""
     img = _photo(photos, (1440, 1920))

@@ -95,8 +95,8 @@ def resize_for_clip(rgb: np.ndarray | Image.Image, pre: Mapping[str, Any]) -> np
             img = img.crop(strip)
             w, h = img.size
         new, _ = _shortest_crop_box(w, h, size)
-        img = pil_resize(img, new, resample)
         left, upper = int(new[0] / 2 - size / 2), int(new[1] / 2 - size / 2)
+        img = pil_resize(img, new, resample, keep_rows=(upper, upper + size))
         img = img.crop((left, upper, left + size, upper + size))
     elif mode == "crop-resize":
         side = min(w, h)
@@ -347,6 +347,9 @@ class _TextResources:
     tokenizer: TextTokenizer
     weights: Mapping[str, np.ndarray]
     weights_sha256: str | None
+    input_name: str  # the token-id input (a model with an attention mask takes MCLIP_INPUTS)
+    with_mask: bool  # M-CLIP exports take ids and an attention mask
+    eot_id: int
 
 
 def _role_paths(session, recipe: Recipe) -> dict[str, Path | None]:
@@ -392,9 +395,13 @@ def _build_text_resources(session, recipe: Recipe) -> _TextResources:
         if weights_path is None:
             raise ModelMissingError(recipe.id, str(session.files.target(recipe, spec)),
                                     hint=f"hailo-immich extract-weights --recipe {recipe.id} CHECKPOINT (see the recipe for where to get it)")
+    check_recipe(recipe)
     tokenizer = build_tokenizer(recipe.raw.get("tokenizer", {}), _role_paths(session, recipe))
     weights = load_text_weights(recipe, weights_path) if weights_path else {}
-    return _TextResources(tokenizer, weights, session.files.sha256(weights_path) if weights_path else None)
+    inputs = session.model(recipe.id).inputs
+    eot_id = int(recipe.raw.get("text", {}).get("eot_id", getattr(tokenizer, "eot_id", 49407)))
+    return _TextResources(tokenizer, weights, session.files.sha256(weights_path) if weights_path else None,
+                          input_name(recipe, inputs), {t.name for t in inputs} == set(MCLIP_INPUTS), eot_id)
 
 
 def tokenize(session, texts: Sequence[str], model: str | None = None) -> np.ndarray:
@@ -442,27 +449,23 @@ def _ids_and_mask(recipe: Recipe, tokenizer: TextTokenizer, texts: list[str]) ->
 def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Embeddings:
     """Text embeddings (N, D), L2-normalised, in input order."""
     recipe = session.resolve(TEXTUAL, model)
-    check_recipe(recipe)
     loaded = session.model(recipe.id)
     resources = text_resources(session, recipe)
-    name = input_name(recipe, loaded.inputs)
-    eot_id = int(recipe.raw.get("text", {}).get("eot_id", getattr(resources.tokenizer, "eot_id", 49407)))
     provenance = loaded.provenance
     parts: list[np.ndarray] = []
-    with_mask = {t.name for t in loaded.inputs} == set(MCLIP_INPUTS)  # M-CLIP exports: ids and attention mask
     for part in _chunks(len(texts), recipe.batch_size):
         with session.host_time(recipe.id):
-            if with_mask:
+            if resources.with_mask:
                 ids, mask = _ids_and_mask(recipe, resources.tokenizer, [str(t) for t in texts[part]])
                 feeds = {MCLIP_INPUTS[0]: text_feed(recipe, ids, resources.weights), MCLIP_INPUTS[1]: mask.astype(np.int32)}
             else:
                 ids = resources.tokenizer([str(t) for t in texts[part]])
-                feeds = {name: text_feed(recipe, ids, resources.weights)}
+                feeds = {resources.input_name: text_feed(recipe, ids, resources.weights)}
         result = session.run(recipe.id, feeds)
         provenance = result.provenance
         with session.host_time(recipe.id):
-            parts.append(text_vectors(recipe, _output(recipe, result.outputs), ids, resources.weights, eot_id))
+            parts.append(text_vectors(recipe, _output(recipe, result.outputs), ids, resources.weights, resources.eot_id))
     if resources.weights_sha256:
         provenance = replace(provenance, extra={**provenance.extra, "weights_sha256": resources.weights_sha256})
-    vectors = np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
+    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
     return Embeddings(vectors, provenance)

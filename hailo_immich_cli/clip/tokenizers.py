@@ -226,7 +226,10 @@ class HfJsonTokenizer:
 
     def encode_with_mask(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, attention mask), both (N, context_length): M-CLIP text encoders take both."""
-        encodings = self._tok.encode_batch([clean_text(t, self.canonicalize) for t in texts])
+        cleaned = [clean_text(t, self.canonicalize) for t in texts]
+        # One text (every search request) skips encode_batch: it hands the text to the library's
+        # thread pool, whose wake-up and spinning cost more than the encoding on a busy 2-core host.
+        encodings = [self._tok.encode(cleaned[0])] if len(cleaned) == 1 else self._tok.encode_batch(cleaned)
         shape = (len(texts), self.context_length)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64).reshape(shape)
         return ids, np.asarray([e.attention_mask for e in encodings], dtype=np.int64).reshape(shape)

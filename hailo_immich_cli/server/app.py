@@ -30,6 +30,7 @@ from hailo_immich_cli.imaging import DecodedImage, header_pixels
 from hailo_immich_cli.models.resolve import default_placement
 from hailo_immich_cli.server import memory, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
+from hailo_immich_cli.server.multipart import BODY_KEY, Part, split_form
 from hailo_immich_cli.server.predict import Outcome, decode_request, host_path_for, run_plan
 from hailo_immich_cli.server.protocol import JSON_TYPE, TEXT_TYPE, ProtocolError
 from hailo_immich_cli.server.state import BusyError, ServerState
@@ -174,6 +175,10 @@ def _read_request(state: ServerState) -> tuple[str | None, bytes | None, str | N
         raise ProtocolError.detail(413, f"request body of {request.content_length} bytes is over the {limit}-byte limit")
     if request.content_length < 0 and "chunked" in request.get_header("Transfer-Encoding", "").lower():
         raise ProtocolError.detail(411, "send a Content-Length (chunked uploads are not accepted)")
+    body = request.environ.get(BODY_KEY)
+    form = split_form(body, request.content_type, bottle.BaseRequest.MEMFILE_MAX) if body is not None else None
+    if form is not None:
+        return _from_parts(form)
     try:
         forms, files = request.forms, request.files
     except bottle.HTTPError as exc:
@@ -195,6 +200,17 @@ def _read_request(state: ServerState) -> tuple[str | None, bytes | None, str | N
     return entries, image, (text if text else None)
 
 
+def _from_parts(form: dict[str, Part]) -> tuple[str | None, bytes | None, str | None]:
+    """What `_read_request` answers, from a form split by `split_form` (same rules, no Bottle parse)."""
+    entries, image, text = form.get("entries"), form.get("image"), form.get("text")
+    if image is not None and image.filename is None:
+        raise ProtocolError.detail(500, "'image' must be a file part (with a filename), not a plain form field")
+    text_value = text.data.decode("utf-8") if text is not None and text.filename is None else None
+    return (entries.data.decode("utf-8") if entries is not None and entries.filename is None else None,
+            image.data if image is not None else None,
+            text_value or None)
+
+
 def _predict(state: ServerState) -> bytes:
     start = time.perf_counter()
     tasks_label = "unparsed"
@@ -206,7 +222,7 @@ def _predict(state: ServerState) -> bytes:
     error: BaseException | None = None
     try:
         entries, image, text = _read_request(state)
-        plan = protocol.parse_entries(entries, state.resolve_recipe, state.settings.model_names_policy)
+        plan = state.plans(entries)
         tasks_label = "+".join(plan.tasks) or "none"
         models = ",".join(plan.recipe_ids)
         protocol.check_inputs(plan, image is not None, text is not None)

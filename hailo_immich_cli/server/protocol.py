@@ -150,6 +150,26 @@ def parse_entries(raw: str | None, resolve: Resolver, policy: str = "strict") ->
     return Plan(tuple(entries))
 
 
+class PlanCache:
+    """Parsed `entries` by their exact text: Immich's server sends the same few strings on every
+    request, and parsing plus resolving them was about a tenth of a CLIP text request. Only plans
+    that parsed are remembered (a bad request is checked again each time); the memory is bounded
+    because the strings come from clients."""
+
+    def __init__(self, resolve: Resolver, policy: str = "strict", size: int = 256):
+        self.resolve, self.policy, self.size = resolve, policy, size
+        self._plans: dict[str, Plan] = {}
+
+    def __call__(self, raw: str | None) -> Plan:
+        plan = self._plans.get(raw) if raw is not None else None
+        if plan is None:
+            plan = parse_entries(raw, self.resolve, self.policy)
+            if len(self._plans) >= self.size:
+                self._plans.clear()
+            self._plans[raw] = plan  # type: ignore[index]  # parse_entries refuses None
+        return plan
+
+
 def _resolve(resolve: Resolver, recipe_task: str, task: str, type_: str, name: str, policy: str) -> str:
     try:
         return for_request(resolve, recipe_task, name, policy)

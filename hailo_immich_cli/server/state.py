@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
 from hailo_immich_cli.models.resolve import RequestResolver, default_placement, preload_candidates
 from hailo_immich_cli.server.metrics import Metrics
+from hailo_immich_cli.server.protocol import PlanCache
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings, preload_from_env
 from hailo_immich_cli.tasks import immich_pairs, recipe_tasks
@@ -191,6 +192,7 @@ class ServerState:
         self._thread: threading.Thread | None = None
         # (task, Immich model name) -> recipe id for /predict, reporting requests served off the task's backend
         self.resolve_recipe = RequestResolver(self.session, settings.model_names_policy)
+        self.plans = PlanCache(self.resolve_recipe, settings.model_names_policy)
 
     @property
     def off_backend(self) -> dict[str, str]:
