@@ -34,6 +34,7 @@ class BenchJob:
     url_default_model: str = ""  # model name `bench --url` asks for
     url_entries: Callable[[str], dict[str, Any]] | None = None  # /predict entries for `bench --url`
     text: bool = False  # fed text, not images
+    url_default: bool = False  # `bench --url` measures it when no --task is given
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ TASK = ClipTask(
     vectors=VectorTable("clip", "model_id", "v.hash", per="photo"),
     bench_jobs=(
         BenchJob("clip", (VISUAL,), VISUAL, job_label="Smart Search", url_default_model=IMMICH_DEFAULT_MODEL,
-                 url_entries=_visual_entries),
+                 url_entries=_visual_entries, url_default=True),
         BenchJob("clip-text", (TEXTUAL,), TEXTUAL, job_label="(search queries)", url_default_model=IMMICH_DEFAULT_MODEL,
                  url_entries=lambda name: text_entries(name, {"language": "en"}), text=True),
     ),
