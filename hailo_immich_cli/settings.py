@@ -55,6 +55,7 @@ class Settings:
     max_buffered_bytes: int = 256 * 1024 * 1024
     max_inflight_pixels: int = 200_000_000
     model_arena: bool = False
+    ort_spin_us: int = 0
     max_batch_faces: int = 0
     max_batch_ocr: int = 6
     max_image_pixels: int = 100_000_000
@@ -145,6 +146,7 @@ ENV: dict[str, Setting] = {
     "min_upload_bytes_per_s": Setting(("HAILO_IMMICH_MIN_UPLOAD_BYTES_PER_S",), "slowest request body upload accepted, bytes/s (slower connections are dropped)"),
     "max_buffered_bytes": Setting(("HAILO_IMMICH_MAX_BUFFERED_BYTES",), "request body bytes all connections together may hold (more: 503)"),
     "max_inflight_pixels": Setting(("HAILO_IMMICH_MAX_INFLIGHT_PIXELS",), "decoded image pixels the predicts running at once may hold (more wait for a slot)"),
+    "ort_spin_us": Setting(("HAILO_IMMICH_ORT_SPIN_US",), "microseconds an idle ONNX Runtime intra-op thread waits for more work before it sleeps (0: sleeps at once)"),
     "model_arena": Setting(("MACHINE_LEARNING_MODEL_ARENA",), "ONNX Runtime's CPU memory arena (keeps peak tensor memory; off as in Immich's CPU image)"),
     "max_batch_faces": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION",), "faces per recognition call (0 = recipe)"),
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),

@@ -113,9 +113,15 @@ class CpuBackend(Backend):
         opts.intra_op_num_threads = self.settings.ort_intra_op_threads
         opts.inter_op_num_threads = self.settings.ort_inter_op_threads
         opts.log_severity_level = 3
-        # Idle intra-op threads sleep instead of spinning: a request's pre/post-processing and the
-        # other requests get the cores (spinning burnt ~20 ms of CPU per image request on 2 cores).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Idle intra-op threads sleep instead of spinning (ORT's default spin burnt ~20 ms of CPU per
+        # image request on 2 cores, taken from pre/post-processing and other requests), or, with
+        # HAILO_IMMICH_ORT_SPIN_US, spin that long for the next operator of the same run and stop
+        # when the run ends.
+        spin_us = self.settings.ort_spin_us
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_us > 0 else "0")
+        if spin_us > 0:
+            opts.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         # ORT's arena keeps the largest tensors it ever held (in doubling chunks) for the process's
         # life; off, as in Immich's CPU image, memory after a large request is given back.
         opts.enable_cpu_mem_arena = self.settings.model_arena
@@ -149,6 +155,7 @@ class CpuBackend(Backend):
             "runtime": f"onnxruntime {self._ort.__version__}",
             "intra_op_threads": self.settings.ort_intra_op_threads,
             "inter_op_threads": self.settings.ort_inter_op_threads,
+            "intra_op_spin_us": self.settings.ort_spin_us,
         }
 
 

@@ -19,7 +19,9 @@ def _plain_log_lines(level: str) -> None:
     root = logging.getLogger("hailo_immich")
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    from hailo_immich_cli.server.logs import BatchingStreamHandler
+
+    handler = BatchingStreamHandler(sys.stderr)  # writes at once until the worker's loop batches it
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)

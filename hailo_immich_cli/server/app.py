@@ -28,7 +28,7 @@ from hailo_immich_cli.errors import (
 )
 from hailo_immich_cli.imaging import DecodedImage, header_pixels
 from hailo_immich_cli.models.resolve import default_placement
-from hailo_immich_cli.server import memory, protocol
+from hailo_immich_cli.server import logs, memory, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
 from hailo_immich_cli.server.multipart import BODY_KEY, Part, split_form
 from hailo_immich_cli.server.predict import Outcome, decode_request, host_path_for, run_plan
@@ -113,6 +113,7 @@ def create_app(state: ServerState) -> bottle.Bottle:
 
     @app.get("/health")
     def health() -> bytes:
+        logs.flush_kept()  # whoever checks health also sees the log up to this moment
         # default=str: backend info may carry values JSON has no type for (paths, enums); never a 500 here
         return _answer(200, json.dumps(health_report(state), default=str, separators=(",", ":")).encode(), JSON_TYPE)
 

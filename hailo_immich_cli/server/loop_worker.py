@@ -15,7 +15,7 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
-from hailo_immich_cli.server import memory
+from hailo_immich_cli.server import logs, memory
 from hailo_immich_cli.server.connection import Connection, HttpServer
 from hailo_immich_cli.server.limits import ConnectionLimits
 
@@ -33,6 +33,7 @@ class ServeWorker(Worker):
         try:
             loop.run_until_complete(self._serve(loop))
         finally:
+            logs.set_batching(False)
             loop.close()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -56,7 +57,9 @@ class ServeWorker(Worker):
             await loop.create_server(lambda: Connection(http), sock=listener.sock, backlog=self.cfg.backlog)
             for listener in self.sockets
         ]
+        logs.set_batching(True)
         while self.alive:
+            logs.flush_kept()
             self.notify()
             if self.ppid != os.getppid():
                 self.log.info("parent changed, shutting down: %s", self)
@@ -64,6 +67,7 @@ class ServeWorker(Worker):
             http.tick()
             memory.maybe_trim()
             await asyncio.sleep(TICK_S)
+        logs.set_batching(False)
         for server in servers:
             server.close()
         http.close_idle()

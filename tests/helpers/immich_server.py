@@ -40,6 +40,12 @@ class ImmichServer:
         return self.http.get(self.url + path, timeout=timeout)
 
     def log(self) -> str:
+        """The server's log so far: a /health call first writes the lines its loop batches."""
+        if self.alive():
+            try:
+                requests.get(self.url + "/health", timeout=10)
+            except requests.RequestException:
+                pass  # a stopping or stalled server: read what it wrote
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
