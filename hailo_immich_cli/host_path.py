@@ -15,7 +15,7 @@ import math
 from typing import Iterable, Mapping, Sequence
 
 from hailo_immich_cli.imaging import HOST_PATHS, DecodedImage, decode_image
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 
 CHOICES = ("auto", *HOST_PATHS)
 MARGIN = 2.0  # decoded pixels per model-input pixel the fast path keeps, at least

@@ -17,6 +17,7 @@ from hailo_immich_cli import host_path
 from hailo_immich_cli.bench import host_paths as host_bench
 from hailo_immich_cli.errors import BadInputError
 from hailo_immich_cli.faces.pipeline import analyze_faces, full_size
+from hailo_immich_cli.faces.task import box_iou
 from hailo_immich_cli.imaging import decode_image
 from hailo_immich_cli.server.predict import run_plan
 from hailo_immich_cli.session import SessionManager
@@ -156,7 +157,7 @@ def test_real_faces_on_a_reduced_decode_map_back(cpu_session, photos):
     mapped = full_size(small.faces, reduced.reduction)
     assert len(big.faces) >= 1 and len(mapped) == len(big.faces)
     for m, b in zip(mapped, big.faces):
-        assert host_bench.box_iou(dict(zip(("x1", "y1", "x2", "y2"), m.box)), dict(zip(("x1", "y1", "x2", "y2"), b.box))) > 0.8
+        assert box_iou(dict(zip(("x1", "y1", "x2", "y2"), m.box)), dict(zip(("x1", "y1", "x2", "y2"), b.box))) > 0.8
         assert np.abs(m.landmarks - b.landmarks).max() < 0.05 * (b.box[2] - b.box[0])
 
 
