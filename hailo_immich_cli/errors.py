@@ -4,21 +4,22 @@ from __future__ import annotations
 
 
 class HailoImmichError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose; `exit_code` is the CLI's exit status for it."""
 
     exit_code = 1
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class BadInputError(HailoImmichError):
+
+class BadInputError(HailoImmichError, exit_code=2):
     """The caller sent something we cannot use (corrupt image, bad request, unknown option)."""
 
-    exit_code = 2
 
-
-class DatabaseDamagedError(HailoImmichError):
+class DatabaseDamagedError(HailoImmichError, exit_code=8):
     """An index database has corrupt pages: nothing more is written to it, the message says what to do."""
-
-    exit_code = 8
 
     def __init__(self, path: str, detail: str):
         self.path = path
@@ -33,65 +34,55 @@ class ImageTooLargeError(BadInputError):
     """Decoded pixel count above the configured bound (decompression bombs)."""
 
 
-class RecipeError(HailoImmichError):
+class RecipeError(HailoImmichError, exit_code=3):
     """A recipe file is malformed; the message names the file and the key."""
-
-    exit_code = 3
 
     def __init__(self, path: str, key: str, problem: str):
         self.path, self.key, self.problem = path, key, problem
         super().__init__(f"{path}: key '{key}': {problem}")
 
 
-class UnknownModelError(HailoImmichError):
+class UnknownModelError(HailoImmichError, exit_code=3):
     """No recipe answers to this recipe id or Immich model name."""
 
-    exit_code = 3
+
+class ModelFileError(HailoImmichError, exit_code=4):
+    """A recipe's model file cannot be used; the message names the recipe and the file."""
+
+    def __init__(self, recipe_id: str, path: str, problem: str):
+        self.recipe_id, self.path = recipe_id, path
+        super().__init__(f"model file for recipe '{recipe_id}' is {problem}")
 
 
-class ModelMissingError(HailoImmichError):
+class ModelMissingError(ModelFileError):
     """A recipe's file is not in the models dir; the message says which command fetches it."""
 
-    exit_code = 4
-
     def __init__(self, recipe_id: str, path: str, hint: str | None = None):
-        self.recipe_id, self.path = recipe_id, path
-        hint = hint or f"hailo-immich fetch-models --recipe {recipe_id}"
-        super().__init__(f"model file for recipe '{recipe_id}' is missing: {path} (run: {hint})")
+        super().__init__(recipe_id, path, f"missing: {path} (run: {hint or f'hailo-immich fetch-models --recipe {recipe_id}'})")
 
 
-class ModelCorruptError(HailoImmichError):
+class ModelCorruptError(ModelFileError):
     """A model file exists but cannot be loaded (truncated, wrong hash, not a model)."""
 
-    exit_code = 4
-
     def __init__(self, recipe_id: str, path: str, reason: str):
-        self.recipe_id, self.path, self.reason = recipe_id, path, reason
-        super().__init__(f"model file for recipe '{recipe_id}' is unusable: {path}: {reason}")
+        self.reason = reason
+        super().__init__(recipe_id, path, f"unusable: {path}: {reason}")
 
 
-class ModelMismatchError(HailoImmichError):
+class ModelMismatchError(HailoImmichError, exit_code=4):
     """The model file loads but its inputs/outputs do not match what the recipe says."""
 
-    exit_code = 4
 
-
-class FetchError(HailoImmichError):
+class FetchError(HailoImmichError, exit_code=5):
     """Downloading or extracting a model file failed; nothing was left under the final name."""
 
-    exit_code = 5
 
-
-class BackendUnavailableError(HailoImmichError):
+class BackendUnavailableError(HailoImmichError, exit_code=6):
     """The requested backend cannot run here (no hailo_platform, no device, driver mismatch...)."""
 
-    exit_code = 6
 
-
-class DeviceError(HailoImmichError):
+class DeviceError(HailoImmichError, exit_code=7):
     """The accelerator failed while running a model; the next request may succeed."""
-
-    exit_code = 7
 
 
 class DeviceTimeoutError(DeviceError):

@@ -15,7 +15,7 @@ import math
 from typing import Iterable, Mapping, Sequence
 
 from hailo_immich_cli.imaging import HOST_PATHS, DecodedImage, decode_image
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 
 CHOICES = ("auto", *HOST_PATHS)
 MARGIN = 2.0  # decoded pixels per model-input pixel the fast path keeps, at least
@@ -58,6 +58,15 @@ def model_scale(recipe: Recipe, width: int, height: int, options: Mapping | None
     return 0.0
 
 
+PILLOW_STEP_TASKS = ("clip-visual", "ocr-detection")  # Immich resizes these inputs with Pillow
+
+
+def takes_pillow_image(recipe: Recipe) -> bool:
+    """On the exact path this stage resizes a Pillow image as Immich does (else it takes the array,
+    which a JPEG decodes to directly)."""
+    return recipe.task in PILLOW_STEP_TASKS
+
+
 def decode_min_side(recipes: Iterable[tuple[Recipe, Mapping | None]], width: int, height: int) -> int | None:
     """Shorter side the fast path decodes to: every model input covered MARGIN times (None: full size)."""
     scale = max((model_scale(r, width, height, o) for r, o in recipes), default=0.0)
@@ -73,6 +82,6 @@ def decode(data: bytes, stages: Sequence[tuple[Recipe, Mapping | None]], path: s
     fast: JPEGs DCT-scaled by libjpeg-turbo to the smallest size covering every stage's input MARGIN times.
     """
     if path != "fast":
-        return decode_image(data, max_pixels=max_pixels, keep_pil=True)
+        return decode_image(data, max_pixels=max_pixels, keep_pil=any(takes_pillow_image(r) for r, _ in stages))
     return decode_image(data, max_pixels=max_pixels, decoder="fast",
                         draft_min_side=lambda w, h: decode_min_side(stages, w, h))

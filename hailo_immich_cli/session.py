@@ -18,8 +18,8 @@ import numpy as np
 
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance
 from hailo_immich_cli.errors import BackendUnavailableError, DeviceError, HailoImmichError
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
@@ -72,7 +72,7 @@ class SessionManager:
     ):
         self.settings = settings
         if recipes is None:
-            from hailo_immich_cli.immich_cache import load_recipe_book
+            from hailo_immich_cli.models.immich_cache import load_recipe_book
 
             recipes = load_recipe_book(settings)
         self.recipes = recipes
@@ -154,7 +154,7 @@ class SessionManager:
 
     def resolve(self, task: str, name: str | None = None) -> Recipe:
         """The recipe for a task: a recipe id, else an Immich model name, else the default (see resolve.py)."""
-        from hailo_immich_cli.resolve import resolve
+        from hailo_immich_cli.models.resolve import resolve
 
         return resolve(self, task, name)
 

@@ -34,6 +34,18 @@ class BenchJob:
     url_default_model: str = ""  # model name `bench --url` asks for
     url_entries: Callable[[str], dict[str, Any]] | None = None  # /predict entries for `bench --url`
     text: bool = False  # fed text, not images
+    url_default: bool = False  # `bench --url` measures it when no --task is given
+
+
+@dataclass(frozen=True)
+class VectorTable:
+    """Where a task's vectors live in the index database; each (task, model) gets one vector index
+    beside it, named by the task (`<db>.vectors/<task>-<model>.usearch`)."""
+
+    table: str
+    model_column: str  # the model whose embedding space a row's vector is in
+    hit_columns: str  # what a search hit needs, besides the embedding (the first is the content hash)
+    per: str  # what one vector stands for: "photo" (similar photos, duplicates) or "face" (face search, people)
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,10 @@ class Task:
     - `run_for_index(session, recipes, images)`: (payload, backend) per image for the index;
     - `index_rows(content, out)`: (items, [(sql, rows)]) that store a payload in the index;
     - `remote_entries(name)` / `parse_remote(body, name, url)`: the same through a /predict service;
-    - `bench_work(job, session, stages, batch, next_image, next_texts, found, host_path)`: one benchmark call.
+    - `bench_work(job, session, stages, batch, next_image, next_texts, found, host_path)`: one benchmark call;
+    - for its per-file CLI command: `cli_record(path, result, **extra)` (one JSON record),
+      `cli_table(no_color)` (a table writer with `add(path, result)` and `close()`) and
+      `cli_models(result)` (the provenance of each model that made a result; `--db` keys it by them).
     """
 
     name: str  # index / CLI name
@@ -65,6 +80,7 @@ class Task:
     indexed: tuple[str, ...]  # recipe tasks `index` runs; the stored model key joins their model ids
     immich_enum: str  # the official service's ModelTask enum name (its error messages quote it)
     immich_default_model: str  # the model Immich's server asks for by default
+    immich_also_shown: tuple[str, ...] = ()  # other Immich model names the placement table (/health, doctor) lists
     geometry: tuple[str, ...] = ()  # recipe tasks whose output is boxes: any Immich model name may serve them
     embeddings: tuple[str, ...] = ()  # recipe tasks whose output is a vector (recipes must say its size)
     text_types: tuple[str, ...] = ()  # Immich types fed text instead of an image
@@ -72,9 +88,16 @@ class Task:
     int_options: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # type -> integer option -> minimum
     batched: bool = False  # index runs several images per call
     index_tables: tuple[str, ...] = ()  # index tables whose rows for (content, model) a new result replaces
+    stored_tables: tuple[str, ...] = ()  # every index table holding the task's rows (pruned with their photos)
+    vectors: VectorTable | None = None  # its searchable vectors, if any
     bench_jobs: tuple[BenchJob, ...] = ()
     synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
-
+    recipe_keys: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # recipe task -> section -> key -> schema Key
+    cli_lists_failures: bool = False  # --json/--jsonl also list failed files ({"file", "error"})
+    # An Immich cache folder (models/immich_cache.py): Immich type -> the shipped CPU recipe whose
+    # pipeline runs any such model, and the files its folder holds if not just `<type>/model.onnx`.
+    cache_templates: Mapping[str, str] = field(default_factory=dict)
+    cache_files: Mapping[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
     @property
     def recipe_tasks(self) -> tuple[str, ...]:
@@ -84,9 +107,38 @@ class Task:
         """When some stages' models are missing: what the job still measures, or None to skip it."""
         return None
 
+    def cache_names(self, model: Any, all_models: Sequence[Any]) -> list[str]:
+        """The Immich model names a recipe synthesised for an Immich cache folder answers to."""
+        return [model.name]
+
+    def cache_recipe(self, model: Any, data: dict[str, Any]) -> None:
+        """Adjust the recipe synthesised for an Immich cache folder from its template's: the template's
+        input names go, the export's own are read from the file."""
+        for tensor in data.get("inputs", []):
+            tensor.pop("name", None)
+
+    def answer_count(self, value: Any) -> int:
+        """How many results the task's value in an Immich answer holds (faces, lines; a vector is one)."""
+        return 1
+
+    def path_agreement(self, exact: Any, fast: Any) -> dict[str, Any]:
+        """How far the fast host path's answer value is from the exact one's (`bench --host-path`)."""
+        raise NotImplementedError
+
+    def search_hit(self, row: tuple) -> dict[str, Any]:
+        """A vector search hit's details from `vectors.hit_columns` after the hash."""
+        return {}
+
     def model_key(self, model_ids: Sequence[str]) -> str:
         """The key index results are stored under: every model that produced them, so changing any redoes the task."""
         return "+".join(model_ids)
+
+
+def detector_recognizer(detection: str, recognition: str) -> dict[str, Any]:
+    """The `Task` fields of a two-model task whose recogniser reads what its detector found (faces,
+    OCR): Immich's detection + recognition pair, both indexed, the detector's boxes being geometry."""
+    return {"steps": {"detection": detection, "recognition": recognition}, "indexed": (detection, recognition),
+            "geometry": (detection,), "detect_then_recognize": True}
 
 
 @lru_cache(maxsize=None)
@@ -150,6 +202,26 @@ def embedding_tasks() -> frozenset[str]:
 def bench_jobs() -> dict[str, tuple[Any, BenchJob]]:
     """`bench --task` name -> (task, job)."""
     return {job.name: (t, job) for t in registry() for job in t.bench_jobs}
+
+
+@lru_cache(maxsize=None)
+def vector_tasks() -> dict[str, Any]:
+    """Tasks with searchable vectors by name, in name order (the order their indexes are synced)."""
+    return {t.name: t for t in sorted(registry(), key=lambda t: t.name) if t.vectors is not None}
+
+
+def vectors_per(unit: str) -> Any:
+    """The task whose vectors stand for one `unit` ("photo" or "face")."""
+    for t in vector_tasks().values():
+        if t.vectors.per == unit:
+            return t
+    raise KeyError(unit)
+
+
+@lru_cache(maxsize=None)
+def stored_tables() -> tuple[str, ...]:
+    """Every index table holding task rows, in registry order."""
+    return tuple(table for t in registry() for table in t.stored_tables)
 
 
 def owner(recipe_task: str) -> Any:

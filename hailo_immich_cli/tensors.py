@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 
 
 def image_input(batch_rgb: np.ndarray, recipe: Recipe) -> np.ndarray:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hailo_immich_cli.bench import host_paths as host_bench  # noqa: E402
-from hailo_immich_cli.recipes import RecipeBook  # noqa: E402
+from hailo_immich_cli.models.recipes import RecipeBook  # noqa: E402
 
 HAILO_STAGES = {"clip": {"clip-visual": "clip-vit-b32-visual-hailo"},
                 "faces": {"face-detection": "scrfd-2.5g-hailo8", "face-recognition": "arcface-mobilefacenet-hailo8"}}

@@ -42,7 +42,7 @@ QUERY = "a dog on a beach"
 
 def model_environment(workdir: Path) -> tuple[dict[str, str], str]:
     """The CLIP stand-in models (beside links to the real CPU models) and the model id their visual encoder stores under."""
-    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.models.recipes import RecipeBook
     from hailo_immich_cli.session import SessionManager
     from hailo_immich_cli.settings import Settings
     from hailo_immich_cli.testkit.clip_models import clip_stand_ins

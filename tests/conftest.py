@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hailo_immich_cli.fetch import Fetcher
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.fetch import Fetcher
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.photos import sample_photos

@@ -255,7 +255,7 @@ def test_search_text_scores_equal_a_direct_computation(indexed, env, cpu_models)
     """CLIP text search = cosine of the text vector with the stored vectors of the same model, top-k."""
     from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.batch.store import blob_vector
-    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.models.recipes import RecipeBook
     from hailo_immich_cli.session import SessionManager
     from hailo_immich_cli.settings import Settings
 

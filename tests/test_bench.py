@@ -24,8 +24,8 @@ from hailo_immich_cli.bench.local import (
 from hailo_immich_cli.bench.timing import parse_int_list, timed_loop
 from hailo_immich_cli.cli import app
 from hailo_immich_cli.errors import BadInputError, DeviceError
-from hailo_immich_cli.model_files import sha256_of
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.files import sha256_of
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 
 runner = CliRunner()

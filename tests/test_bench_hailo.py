@@ -7,7 +7,7 @@ import pytest
 import hailo_immich_cli.testkit.hailo_emulation as helpers
 from hailo_immich_cli.bench.local import BUSY_HINT, Bench, BenchOptions
 from hailo_immich_cli.errors import DeviceError
-from hailo_immich_cli.recipes import RecipeBook, load_recipe_file
+from hailo_immich_cli.models.recipes import RecipeBook, load_recipe_file
 
 
 TINY = """

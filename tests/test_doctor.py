@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hailo_immich_cli.doctor.checks import all_passed, run_checks
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
 from tests.helpers.fake_machine import FakeMachine
 

@@ -12,7 +12,7 @@ import pytest
 
 from hailo_immich_cli.doctor.compare import run_compare
 from hailo_immich_cli.doctor.samples import text_page
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, swapped_outputs, threshold_for
 from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session, write_recipe_hef
 
@@ -235,7 +235,7 @@ def test_missing_reference_is_fetched_only_when_asked(hailo_double, tmp_path: Pa
     downloaded (here from a loopback server standing for Hugging Face) and the comparison runs."""
     import copy
 
-    from hailo_immich_cli.recipes import parse_recipe
+    from hailo_immich_cli.models.recipes import parse_recipe
     from tests.helpers.http_files import FileServerState, start_file_server
 
     book = RecipeBook.load()
@@ -276,7 +276,7 @@ def test_clip_image_cosine_and_bgr(hailo_double, tmp_path: Path, clip_text_asset
     from hailo_immich_cli.clip import pipeline as clip
     from hailo_immich_cli.doctor.hypotheses import variant_of
     from hailo_immich_cli.doctor.samples import all_samples
-    from hailo_immich_cli.recipes import parse_recipe
+    from hailo_immich_cli.models.recipes import parse_recipe
     from hailo_immich_cli.testkit.clip_models import tiny_visual_onnx
     from hailo_immich_cli.testkit.hailo_emulation import emulator
 

@@ -83,3 +83,46 @@ def test_kept_pillow_image_and_its_array_are_one_decode(photos):
     assert kept.pil is not None and kept.size == (600, 400)
     assert kept.rgb is kept.rgb  # made once, on first use
     np.testing.assert_array_equal(kept.rgb, decode_image(buf.getvalue()).rgb)
+
+
+def _jpeg_variants(photos):
+    import io
+
+    import cv2
+
+    bgr = photos["astronaut"][..., ::-1]
+    for size in [(1440, 1920), (333, 517), (17, 9)]:
+        img = Image.fromarray(photos["astronaut"]).resize(size)
+        for subsampling in (0, 1, 2):
+            for progressive in (False, True):
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=80, subsampling=subsampling, progressive=progressive)
+                yield f"{size} subsampling={subsampling} progressive={progressive}", buf.getvalue()
+    for name in ("411", "440"):
+        factor = getattr(cv2, f"IMWRITE_JPEG_SAMPLING_FACTOR_{name}")
+        ok, enc = cv2.imencode(".jpg", cv2.resize(bgr, (333, 517)), [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor, cv2.IMWRITE_JPEG_RST_INTERVAL, 3])
+        yield f"{name} with restart markers", enc.tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(photos["astronaut"]).convert("L").save(buf, "JPEG")
+    yield "greyscale", buf.getvalue()
+
+
+def test_exact_jpeg_decode_is_pillows_decode(photos):
+    """Array consumers get JPEGs decoded by libjpeg-turbo through simplejpeg: bit for bit Pillow's pixels."""
+    import io
+
+    for label, data in _jpeg_variants(photos):
+        decoded = decode_image(data)
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert decoded.pil is None, label  # not through Pillow
+        np.testing.assert_array_equal(decoded.rgb, want, err_msg=label)
+
+
+def test_a_jpeg_simplejpeg_refuses_is_decoded_by_pillow(photos):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(photos["coffee"]).convert("CMYK").save(buf, "JPEG")
+    decoded = decode_image(buf.getvalue())
+    assert decoded.size == (600, 400)
+    np.testing.assert_array_equal(decoded.rgb, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))

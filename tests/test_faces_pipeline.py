@@ -21,7 +21,7 @@ import pytest
 from hailo_immich_cli.errors import BadInputError, ModelMissingError
 from hailo_immich_cli.faces.embed import cosine_similarity
 from hailo_immich_cli.faces.pipeline import analyze_faces, choose_detector, choose_recognizer
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.face_models import (

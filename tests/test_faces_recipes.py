@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.faces.pipeline import analyze_faces, choose_detector, choose_recognizer
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.testkit.face_models import STRIDES, PlantedFace, blob_image, encode_scrfd
 from hailo_immich_cli.testkit.face_models import as_hailo_nhwc
 from tests.helpers.faces import ARCFACE_TEMPLATE

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hailo_immich_cli.fetch import Fetcher
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.fetch import Fetcher
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
 from tests.helpers.http_files import FileServerState, start_file_server
 

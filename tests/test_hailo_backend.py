@@ -18,9 +18,9 @@ from hailo_immich_cli.errors import (
     ModelCorruptError,
     ModelMismatchError,
 )
-from hailo_immich_cli.hef import read_hef
-from hailo_immich_cli.model_files import sha256_of
-from hailo_immich_cli.recipes import RecipeBook, parse_recipe
+from hailo_immich_cli.models.hef import read_hef
+from hailo_immich_cli.models.files import sha256_of
+from hailo_immich_cli.models.recipes import RecipeBook, parse_recipe
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session, uninstall_double

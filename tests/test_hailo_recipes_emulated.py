@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
 HAILO_RECIPES = [r.id for r in RecipeBook.load() if r.backend == "hailo"]

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from hailo_immich_cli.hef import read_hef
-from hailo_immich_cli.recipes import RecipeBook, parse_recipe
+from hailo_immich_cli.models.hef import read_hef
+from hailo_immich_cli.models.recipes import RecipeBook, parse_recipe
 from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hailo_immich_cli.hef import HefFormatError, read_hef
+from hailo_immich_cli.models.hef import HefFormatError, read_hef
 from hailo_immich_cli.testkit.hef_builder import Layer, build_hef, container, f_bytes, f_int, f_str, hef_proto
 
 pytestmark = pytest.mark.shared

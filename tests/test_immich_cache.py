@@ -20,8 +20,8 @@ from hailo_immich_cli.clip.pipeline import encode_images, encode_texts, tokenize
 from hailo_immich_cli.errors import UnknownModelError
 from hailo_immich_cli.faces.embed import cosine_similarity
 from hailo_immich_cli.faces.pipeline import analyze_faces
-from hailo_immich_cli.immich_cache import load_recipe_book, scan_cache, scan_folder
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.immich_cache import load_recipe_book, scan_cache, scan_folder
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.face_models import blob_image

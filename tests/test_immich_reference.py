@@ -12,7 +12,7 @@ import pytest
 from hailo_immich_cli.clip.pipeline import prepare_images, resize_for_clip
 from hailo_immich_cli.faces.align import similarity_transform
 from hailo_immich_cli.faces.detect import plan_letterbox
-from hailo_immich_cli.recipes import RecipeBook, clean_immich_name
+from hailo_immich_cli.models.recipes import RecipeBook, clean_immich_name
 from hailo_immich_cli.tensors import image_input
 from hailo_immich_cli.clip.tokenizers import HfJsonTokenizer, clean_text
 from hailo_immich_cli.testkit.clip_models import clip_tokenizer_json, write_json

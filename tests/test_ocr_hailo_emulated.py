@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.ocr import pipeline as ocr
-from hailo_immich_cli.fetch import Fetcher
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.fetch import Fetcher
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.hailo_emulation import (
     REPO_MODELS,

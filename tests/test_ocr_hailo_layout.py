@@ -66,7 +66,7 @@ def test_read_text_drives_the_hailo_layout_end_to_end(hailo_double, cpu_models, 
     pixels as text (det) and read every crop as 'A' (rec). EMULATED: checks tiling, fixed-width
     crops, splitting and the mapping back to original pixels, not the chip."""
     from hailo_immich_cli.ocr.ctc import load_charset
-    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.models.recipes import RecipeBook
     from hailo_immich_cli.testkit.hailo_emulation import _layer_name, make_hailo_session
 
     book = RecipeBook.load()
@@ -126,7 +126,7 @@ def test_shipped_hailo_recipes_read_text_on_the_emulated_device(hailo_double, cp
     on-chip, uint8-quantised outputs). EMULATED: this checks our side of the HEF contract, not the chip."""
     import onnxruntime as ort
 
-    from hailo_immich_cli.recipes import RecipeBook
+    from hailo_immich_cli.models.recipes import RecipeBook
     from hailo_immich_cli.testkit.hailo_emulation import _layer_name, make_hailo_session
 
     book = RecipeBook.load()

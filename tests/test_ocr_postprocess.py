@@ -122,7 +122,7 @@ def test_ctc_rejects_a_dictionary_that_does_not_match_the_model():
 
 
 def test_shipped_dictionary_gives_18385_classes(recipe_book, cpu_models):
-    from hailo_immich_cli.model_files import ModelFiles
+    from hailo_immich_cli.models.files import ModelFiles
 
     files = ModelFiles(cpu_models)
     for rid in ("ppocrv5-mobile-rec-cpu", "paddle-ocr-v5-mobile-rec-hailo8"):
@@ -134,7 +134,7 @@ def test_shipped_dictionary_gives_18385_classes(recipe_book, cpu_models):
 
 
 def _files_with(settings, recipe, donor):
-    from hailo_immich_cli.model_files import ModelFiles
+    from hailo_immich_cli.models.files import ModelFiles
 
     class Borrow(ModelFiles):
         def require(self, r, role="model"):

@@ -25,7 +25,7 @@ import pytest
 from typer.main import get_command
 
 from hailo_immich_cli.cli import app
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.settings import ENV, Settings
 
 REPO = Path(__file__).resolve().parent.parent

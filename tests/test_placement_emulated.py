@@ -13,8 +13,8 @@ import pytest
 
 from hailo_immich_cli.errors import ModelMissingError
 from hailo_immich_cli.faces.pipeline import analyze_faces
-from hailo_immich_cli.placement import default_placement
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.resolve import default_placement
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.server.app import health_report
 from hailo_immich_cli.server.state import ServerState
 from tests.helpers.doctor_twins import calibration_canvases, make_toy_scrfd_onnx, sample_canvases, scrfd_twin, threshold_for

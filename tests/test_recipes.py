@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.recipes import RecipeBook, clean_immich_name, load_recipe_file, shipped_recipes_dir
+from hailo_immich_cli.models.recipes import RecipeBook, clean_immich_name, load_recipe_file, shipped_recipes_dir
 from hailo_immich_cli.tasks import recipe_tasks
 
 MINIMAL = """
@@ -227,7 +227,7 @@ def test_out_of_set_value_suggests_the_close_one(tmp_path):
 
 def test_every_shipped_recipe_passes_the_key_schema():
     """Shipped recipes use only keys the schema knows (no silent defaults anywhere)."""
-    from hailo_immich_cli.recipe_schema import check_recipe_keys
+    from hailo_immich_cli.models.schema import check_recipe_keys
 
     for path in sorted(shipped_recipes_dir().glob("*.toml")):
         recipe = load_recipe_file(path)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 from hailo_immich_cli.server.app import create_app
 from hailo_immich_cli.server.state import ServerState
 from hailo_immich_cli.testkit.hailo_emulation import make_hailo_session

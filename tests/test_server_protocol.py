@@ -30,7 +30,7 @@ DEFAULTS = {"face-detection": "det-default", "clip-visual": "clip-default"}
 
 def resolve(task: str, name: str | None) -> str:
     """Stands for session.resolve(...).id over a fixed recipe table (same contract: UnknownModelError)."""
-    from hailo_immich_cli.recipes import clean_immich_name
+    from hailo_immich_cli.models.recipes import clean_immich_name
 
     if name is None:
         if task in DEFAULTS:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hailo_immich_cli.errors import BackendUnavailableError, ModelCorruptError, ModelMissingError, UnknownModelError
-from hailo_immich_cli.model_files import sha256_of
+from hailo_immich_cli.models.files import sha256_of
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.tensors import image_input

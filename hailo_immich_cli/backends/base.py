@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import Recipe
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ import numpy as np
 
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance, TensorInfo
 from hailo_immich_cli.errors import BackendUnavailableError, ModelCorruptError, ModelMismatchError
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.settings import Settings
 
 _ORT_DTYPES = {

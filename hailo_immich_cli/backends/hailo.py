@@ -9,7 +9,7 @@ there is no global Python lock around the device.
 
 Every start-up failure users hit in practice (no wheel, driver/library mismatch, device owned by
 another process, HEF for another chip, HEF not matching the recipe) becomes a typed error whose
-message says what to do. The HEF is read with hailo_immich_cli.hef before HailoRT sees it.
+message says what to do. The HEF is read with hailo_immich_cli.models.hef before HailoRT sees it.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from hailo_immich_cli.errors import (
     ModelCorruptError,
     ModelMismatchError,
 )
-from hailo_immich_cli.hef import ARCH_LABELS, HefFormatError, HefInfo, HefLayer, read_hef
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe, TensorSpec
+from hailo_immich_cli.models.hef import ARCH_LABELS, HefFormatError, HefInfo, HefLayer, read_hef
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import Recipe, TensorSpec
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hailo_immich_cli.batch.vectors import CHUNK, LIVE, SOURCES, Progress, VectorIndex
+from hailo_immich_cli.batch.vectors import CHUNK, LIVE, Progress, VectorIndex, sources
+from hailo_immich_cli.tasks import vectors_per
 
 IMMICH_MAX_DISTANCE = 0.01
 NEIGHBOURS = 16  # candidates asked per photo; a group larger than this still joins through its members
@@ -155,7 +156,8 @@ def _exact_pairs(conn: sqlite3.Connection, model_id: str, max_distance: float) -
 
 
 def _indexed_pairs(db_path, conn, model_id: str, max_distance: float, progress: Progress | None) -> list[tuple[str, str, float]]:
-    view, _ = VectorIndex(db_path, "clip", model_id).fresh_view(conn, progress)
+    kind = vectors_per("photo").name
+    view, _ = VectorIndex(db_path, kind, model_id).fresh_view(conn, progress)
     size = len(view)
     if size < 2:
         return []
@@ -165,7 +167,7 @@ def _indexed_pairs(db_path, conn, model_id: str, max_distance: float, progress: 
     label = f"comparing {size} photos ({model_id})"
     candidates: list[tuple[int, int]] = []
     done = 0
-    cur = conn.execute(SOURCES["clip"].live_rows_sql(), (model_id,))
+    cur = conn.execute(sources()[kind].live_rows_sql(), (model_id,))
     while True:
         rows = cur.fetchmany(CHUNK)
         if not rows:

@@ -23,6 +23,7 @@ import numpy as np
 
 from hailo_immich_cli.batch.vectors import LIVE, Progress, VectorIndex
 from hailo_immich_cli.errors import BadInputError
+from hailo_immich_cli.tasks import vectors_per
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -87,7 +88,7 @@ def cluster(store, recognizer: str, max_distance: float = IMMICH_MAX_DISTANCE, m
     counts = {"faces": len(pending), "assigned": 0, "new_people": 0, "unassigned": 0}
     if not pending:
         return counts
-    view, _ = VectorIndex(store.path, "faces", recognizer).fresh_view(conn, progress)
+    view, _ = VectorIndex(store.path, vectors_per("face").name, recognizer).fresh_view(conn, progress)
     view.expansion_search = max(96, NEIGHBOURS)
     label = f"grouping {len(pending)} new face(s) into people ({recognizer})"
     deferred: list[tuple[int, bytes]] = []

@@ -19,8 +19,9 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from hailo_immich_cli.batch.store import SCHEMA_VERSION, blob_vector, is_damage
-from hailo_immich_cli.batch.vectors import SOURCES, Progress, Searcher, VectorIndexUnavailable, library_version
+from hailo_immich_cli.batch.vectors import Progress, Searcher, VectorIndexUnavailable, library_version, sources
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, UnknownModelError
+from hailo_immich_cli.tasks import vector_tasks, vectors_per
 
 CHUNK = 16384
 
@@ -154,7 +155,7 @@ class Index:
     # ---- the four searches ----------------------------------------------------------------------
     def clip_model(self, wanted: str | None) -> dict[str, Any]:
         if wanted is None:
-            models = self.conn.execute(SOURCES["clip"].models_sql() + " LIMIT 2").fetchall()
+            models = self.conn.execute(sources()[vectors_per("photo").name].models_sql() + " LIMIT 2").fetchall()
             if len(models) == 1:  # the usual library: one model, no need to count a million rows to choose it
                 return self.model(models[0][0])
         model_id = self.pick("SELECT model_id, count(*) FROM clip GROUP BY model_id", wanted, "CLIP vectors")
@@ -217,9 +218,7 @@ class Index:
 
     @staticmethod
     def _scored(kind: str, score: float, row: tuple) -> tuple[float, str, dict]:
-        if kind == "clip":
-            return score, row[0], {}
-        return score, row[0], {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
+        return score, row[0], vector_tasks()[kind].search_hit(row)
 
     def by_vector(self, query: np.ndarray, model_id: str, k: int, only: set[str] | None = None) -> list[Hit]:
         """Top-k photos by CLIP similarity; `only` limits them to these contents (scanned exactly: a person's photos)."""
@@ -237,7 +236,7 @@ class Index:
         def rows():
             return self.conn.execute("SELECT hash, embedding FROM clip WHERE model_id = ?", (model_id,))
 
-        return self._nearest("clip", model_id, query, k, rows)
+        return self._nearest(vectors_per("photo").name, model_id, query, k, rows)
 
     def _restrict(self, hashes: set[str]) -> None:
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS only_hashes (hash TEXT PRIMARY KEY)")
@@ -297,7 +296,7 @@ class Index:
                 (recognizer_id,),
             )
 
-        return self._nearest("faces", recognizer_id, vec, k, rows)
+        return self._nearest(vectors_per("face").name, recognizer_id, vec, k, rows)
 
     def ocr(self, words: str, k: int, model: str | None = None, only: set[str] | None = None) -> list[Hit]:
         terms = [w for w in words.split() if w.strip()]
@@ -351,41 +350,25 @@ class LocalQueryEncoder:
             raise UnknownModelError(f"the index's vectors come from {info['model_id']}, the local recipe now loads {model_id}; re-index")
         return recipe
 
-    def textual_for(self, visual_recipe: Any):
-        """The text encoder paired with a visual one: named in the recipe, else same Immich name and backend."""
-        book = self.session.recipes
-        clip_table = visual_recipe.raw.get("clip", {})
-        paired = (clip_table.get("pair") if isinstance(clip_table, dict) else None) or visual_recipe.raw.get("textual")
-        if paired:
-            return book.get(paired)
-        for name in visual_recipe.immich_names:
-            found = [r for r in book.by_immich_name("clip-textual", name, visual_recipe.backend)]
-            if found:
-                return found[0]
-        guess = visual_recipe.id.replace("visual", "textual")
-        if guess != visual_recipe.id:
-            return book.get(guess)
-        raise UnknownModelError(f"no text encoder is paired with {visual_recipe.id} (give the recipe a `textual = \"...\"` key)")
-
     def text(self, query: str, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
         from hailo_immich_cli.clip import pipeline as clip
 
-        recipe = self.textual_for(self._recipe_for(visual, "clip-visual"))
+        recipe = clip.textual_for(self.session.recipes, self._recipe_for(visual, clip.VISUAL))
         emb = clip.encode_texts(self.session, [query], model=recipe.id)
         return emb.vectors[0], emb.provenance.model_id
 
     def image(self, rgb: np.ndarray, visual: dict[str, Any]) -> tuple[np.ndarray, str]:
         from hailo_immich_cli.clip import pipeline as clip
 
-        recipe = self._recipe_for(visual, "clip-visual")
+        recipe = self._recipe_for(visual, clip.VISUAL)
         emb = clip.encode_images(self.session, [rgb], model=recipe.id)
         return emb.vectors[0], emb.provenance.model_id
 
     def face(self, rgb: np.ndarray, recognizer: dict[str, Any], detector: str) -> tuple[np.ndarray, str]:
         from hailo_immich_cli.faces import pipeline as faces
 
-        rec = self._recipe_for(recognizer, "face-recognition")
-        det = self._recipe_for(self._model_info_fallback(detector), "face-detection")
+        rec = self._recipe_for(recognizer, faces.RECOGNITION)
+        det = self._recipe_for(self._model_info_fallback(detector), faces.DETECTION)
         result = faces.analyze_faces(self.session, rgb, detector=det.id, recognizer=rec.id)
         if not result.faces or result.faces[0].embedding is None:
             raise BadInputError("no face found in the query image")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from hailo_immich_cli.batch.store import FileRecord, ModelInfo, Store, TaskOutput, content_hash, database_errors
 
@@ -32,6 +32,27 @@ class DbSink:
         if info.model_id not in self._models:
             self._models.add(info.model_id)
             self.store.record_model(info)
+
+    def record_recipe(self, session, recipe_id: str) -> None:
+        """The model row of a recipe's loaded model (once per model)."""
+        prov = session.model(recipe_id).provenance
+        recipe = session.recipes.get(recipe_id)
+        self.model(ModelInfo(prov.model_id, recipe.task, recipe.id, prov.backend, prov.device, prov.runtime,
+                             tuple(recipe.immich_names), recipe.embedding_dim))
+
+    def add_outcome(self, session, task: Any, outcome, image, options: Iterable[tuple[str, Any]] = ()) -> None:
+        """A per-file command's outcome, stored under the key `index` uses (`Task.cli_models` joined);
+        non-default `options` get a key of their own (not the same result)."""
+        if outcome.error:
+            self.fail(outcome.path, outcome.error)
+            return
+        if outcome.result is None or image is None:
+            return
+        models = task.cli_models(outcome.result)
+        for prov in models:
+            self.record_recipe(session, prov.recipe_id)
+        key = task.model_key([p.model_id for p in models]) + "".join(f"?{k}={v}" for k, v in options if v is not None)
+        self.add(outcome.path, image, [TaskOutput(task.name, key, models[0].backend, outcome.result)])
 
     def add(self, path: Path, image, outputs: list[TaskOutput]) -> None:
         """A processed file: its stat, content hash, geometry and results (in decoded pixels x output.scale)."""

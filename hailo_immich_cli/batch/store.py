@@ -22,7 +22,7 @@ import xxhash
 from hailo_immich_cli.batch.people import migrate_people
 from hailo_immich_cli.batch.vector_keys import migrate_vector_keys, migrate_vector_log
 from hailo_immich_cli.errors import BadInputError, DatabaseDamagedError, HailoImmichError
-from hailo_immich_cli.tasks import by_name
+from hailo_immich_cli.tasks import by_name, stored_tables
 
 if TYPE_CHECKING:
     import sqlite_utils  # imported where a database is written: a read-only search never needs it
@@ -400,7 +400,7 @@ class Store:
         """Drop results of content no file row refers to any more (an edited photo's old version)."""
         removed = 0
         with self.transaction():
-            for table in ("faces", "clip", "ocr_lines", "ocr_text", "processed"):
+            for table in (*stored_tables(), "processed"):
                 cur = self.conn.execute(f"DELETE FROM {table} WHERE hash NOT IN (SELECT hash FROM files WHERE hash IS NOT NULL)")
                 if table == "processed":
                     removed = cur.rowcount

@@ -16,6 +16,8 @@ import numpy as np
 
 from hailo_immich_cli.batch.store import ModelInfo, Store, vector_blob
 from hailo_immich_cli.batch.vector_keys import clip_key, face_key
+from hailo_immich_cli.clip.task import VISUAL
+from hailo_immich_cli.faces.task import RECOGNITION
 
 LATENT = 64
 
@@ -62,7 +64,7 @@ def write_clip_library(db_path: Path | str, vectors: np.ndarray, model_id: str =
                        progress: Callable[[int, int], None] | None = None) -> list[str]:
     """One photo row (ok, not deleted) and one CLIP row per vector; returns the content hashes."""
     store = Store(db_path)
-    store.record_model(ModelInfo(model_id, "clip-visual", model_id.split("@")[0], "cpu", dim=int(vectors.shape[1])))
+    store.record_model(ModelInfo(model_id, VISUAL, model_id.split("@")[0], "cpu", dim=int(vectors.shape[1])))
     hashes = [fake_hash(start + i) for i in range(len(vectors))]
     now = time.time()
     try:
@@ -91,7 +93,7 @@ def write_faces(db_path: Path | str, embeddings: np.ndarray, recognizer: str, de
     """Photos holding `per_photo` faces each, with the given embeddings in order; returns the content hashes."""
     store = Store(db_path)
     model_id = f"{detector}+{recognizer}"
-    store.record_model(ModelInfo(recognizer, "face-recognition", recognizer.split("@")[0], "cpu", dim=int(embeddings.shape[1])))
+    store.record_model(ModelInfo(recognizer, RECOGNITION, recognizer.split("@")[0], "cpu", dim=int(embeddings.shape[1])))
     now = time.time()
     hashes = []
     try:

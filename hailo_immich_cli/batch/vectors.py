@@ -1,6 +1,6 @@
 """Vector indexes beside the index database, so a search costs the same at 1k and at 1M photos.
 
-Per kind (clip, faces) and model id, in `<db>.vectors/`: a main usearch HNSW file, a small delta
+Per kind (a task with vectors: `Task.vectors`) and model id, in `<db>.vectors/`: a main usearch HNSW file, a small delta
 HNSW file of vectors added since the main file was written, and the keys of the main file's vectors
 that are no longer live (tombstones). Together they hold the vectors of contents that still have a
 live photo, named by the stable keys of `vector_keys`. `index` brings them up to date from the
@@ -25,6 +25,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -73,10 +74,12 @@ class Source:
                 f" SELECT (SELECT min({c}) FROM {t} WHERE {c} > m.v) FROM m WHERE m.v IS NOT NULL) SELECT v FROM m WHERE v IS NOT NULL")
 
 
-SOURCES = {
-    "clip": Source("clip", "clip", "model_id", "v.hash"),
-    "faces": Source("faces", "faces", "recognizer", "v.hash, v.x1, v.y1, v.x2, v.y2, v.score, v.id"),
-}
+@lru_cache(maxsize=None)
+def sources() -> dict[str, Source]:
+    """Each task's vectors (`Task.vectors`) by kind, the task's name."""
+    from hailo_immich_cli.tasks import vector_tasks
+
+    return {name: Source(name, t.vectors.table, t.vectors.model_column, t.vectors.hit_columns) for name, t in vector_tasks().items()}
 
 
 class VectorIndexUnavailable(RuntimeError):
@@ -210,7 +213,7 @@ class VectorIndex:
 
     def __init__(self, db_path: Path | str, kind: str, model_id: str):
         self.db_path = Path(db_path)
-        self.source = SOURCES[kind]
+        self.source = sources()[kind]
         self.kind, self.model_id = kind, model_id
         self.dir = index_dir(self.db_path)
         stem = f"{kind}-{_slug(model_id)}"
@@ -486,7 +489,7 @@ class Searcher:
         view.expansion_search = max(EF_QUERY, count)
         keys = np.asarray(view.search(q, min(count, size)).keys, dtype=np.int64)
         keys = keys[keys >= 0]
-        src = SOURCES[kind]
+        src = sources()[kind]
         rows: list[tuple] = []
         for part in _chunks(keys):
             rows += self.conn.execute(src.rows_for_keys_sql(len(part)), (model_id, *(int(k) for k in part))).fetchall()
@@ -507,7 +510,7 @@ def sync_all(db_path: Path | str, progress: Progress | None = None) -> list[dict
     db_path = Path(db_path)
     conn = _read_conn(db_path)
     try:
-        work = [(kind, m) for kind, src in SOURCES.items() for (m,) in conn.execute(src.models_sql()).fetchall()]
+        work = [(kind, m) for kind, src in sources().items() for (m,) in conn.execute(src.models_sql()).fetchall()]
         stale = [(k, m) for k, m in work if not VectorIndex(db_path, k, m).is_fresh(conn)]
     finally:
         conn.close()

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hailo_immich_cli import host_path as paths
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.server.predict import run_plan
 from hailo_immich_cli.server.protocol import Entry, Plan
 from hailo_immich_cli.tasks import by_name
@@ -52,12 +52,8 @@ class DeviceClock:
 
 
 def _found(task: str, body: bytes) -> int:
-    answer = json.loads(body)
-    if task == "faces":
-        return len(answer["facial-recognition"])
-    if task == "ocr":
-        return len(answer["ocr"]["text"])
-    return 1
+    owner = by_name()[task]
+    return owner.answer_count(json.loads(body)[owner.immich_task])
 
 
 def measure(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, path: str, *,
@@ -114,31 +110,8 @@ def _answer(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes, 
     return json.loads(run_plan(session, request_plan(task, stages), decoded, None, path).body)
 
 
-def box_iou(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    ix = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"]))
-    iy = max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
-    inter = ix * iy
-    union = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def agreement(session: Any, task: str, stages: Mapping[str, Recipe], data: bytes) -> dict[str, Any]:
-    """How far the fast path's answer is from the exact one for one image.
-
-    clip: cosine of the embeddings; faces: per exact face the best IoU of a fast face (0 if none),
-    and the face counts; ocr: the texts, and the share of exact lines the fast path read identically.
-    """
-    import numpy as np
-
-    exact, fast = (_answer(session, task, stages, data, p) for p in ("exact", "fast"))
-    if task == "clip":
-        a, b = (np.asarray(json.loads(x["clip"]), np.float64) for x in (exact, fast))
-        return {"cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))}
-    if task == "faces":
-        ef, ff = exact["facial-recognition"], fast["facial-recognition"]
-        ious = [max((box_iou(e["boundingBox"], f["boundingBox"]) for f in ff), default=0.0) for e in ef]
-        return {"exact_faces": len(ef), "fast_faces": len(ff), "min_iou": min(ious, default=1.0 if not ff else 0.0),
-                "mean_iou": float(np.mean(ious)) if ious else (1.0 if not ff else 0.0)}
-    et, ft = exact["ocr"]["text"], fast["ocr"]["text"]
-    same = sum(1 for t in et if t in ft)
-    return {"exact_lines": len(et), "fast_lines": len(ft), "identical": et == ft, "lines_matched": same / len(et) if et else 1.0}
+    """How far the fast path's answer is from the exact one for one image (`Task.path_agreement`)."""
+    owner = by_name()[task]
+    exact, fast = (_answer(session, task, stages, data, p)[owner.immich_task] for p in ("exact", "fast"))
+    return owner.path_agreement(exact, fast)

@@ -40,6 +40,7 @@ IMMICH_PING_TIMEOUT_S = 2.0  # Immich's availability check gives /ping 2 s befor
 SEARCH_TEXTS = ("a photo of a dog", "sunset over the sea", "birthday party")
 # `--task` names for --url: every benchmark job of the registry's tasks, each with Immich's default model.
 URL_TASKS: tuple[str, ...] = tuple(bench_jobs())
+URL_DEFAULT_TASKS: tuple[str, ...] = tuple(name for name, (_, job) in bench_jobs().items() if job.url_default)
 
 
 def _job(task: str) -> BenchJob:
@@ -308,7 +309,7 @@ def image_bytes(folder: Path | None, limit: int = 16) -> tuple[list[bytes], str]
 
 @dataclass
 class UrlOptions:
-    tasks: tuple[str, ...] = ("clip",)
+    tasks: tuple[str, ...] = URL_DEFAULT_TASKS
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
     duration_s: float | None = 10.0
     count: int | None = None

@@ -34,7 +34,7 @@ from hailo_immich_cli.errors import (
     HailoImmichError,
     UnknownModelError,
 )
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.tasks import bench_jobs, by_name, registry

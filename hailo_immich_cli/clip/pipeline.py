@@ -28,11 +28,11 @@ from hailo_immich_cli.errors import (
     BadInputError, ModelCorruptError, ModelMismatchError, ModelMissingError, RecipeError, UnknownModelError,
 )
 from hailo_immich_cli.imaging import fast_resize, pil_resize
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
+from hailo_immich_cli.clip.task import TEXTUAL, VISUAL
 from hailo_immich_cli.clip.tokenizers import TextTokenizer, build_tokenizer
 
-VISUAL, TEXTUAL = "clip-visual", "clip-textual"
 _MAX_RATIO = 32
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS,
             "nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX}
@@ -259,6 +259,27 @@ def paired_model(recipes, model: str | None, task: str) -> str | None:
         return model  # an Immich model name: resolved per task as usual
     pair = recipe.raw.get("clip", {}).get("pair")
     return pair if recipe.task != task and pair else model
+
+
+def declared_pair(recipe) -> str | None:
+    """The other tower a recipe names: `[clip] pair`, or the older top-level `textual` key."""
+    table = recipe.raw.get("clip", {})
+    return (table.get("pair") if isinstance(table, dict) else None) or recipe.raw.get("textual")
+
+
+def textual_for(recipes, visual_recipe):
+    """The text encoder paired with a visual one: named in the recipe, else same Immich name and backend."""
+    paired = declared_pair(visual_recipe)
+    if paired:
+        return recipes.get(paired)
+    for name in visual_recipe.immich_names:
+        found = recipes.by_immich_name(TEXTUAL, name, visual_recipe.backend)
+        if found:
+            return found[0]
+    guess = visual_recipe.id.replace("visual", "textual")
+    if guess != visual_recipe.id:
+        return recipes.get(guess)
+    raise UnknownModelError(f"no text encoder is paired with {visual_recipe.id} (give the recipe a `textual = \"...\"` key)")
 
 
 # ---- text: pure host-side steps -------------------------------------------------------------

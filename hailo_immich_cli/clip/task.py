@@ -9,8 +9,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hailo_immich_cli.clip.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.tasks import BenchJob, Task, VectorTable
 
 VISUAL, TEXTUAL = "clip-visual", "clip-textual"
 IMMICH_DEFAULT_MODEL = "ViT-B-32__openai"
@@ -28,6 +29,20 @@ def _visual_entries(name: str) -> dict[str, Any]:
 def text_entries(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """A search query as Immich's server asks for it (`options` as it sends them)."""
     return {"clip": {"textual": {"modelName": name, "options": dict(options)}}}
+
+
+class ClipLines:
+    """`embed`'s plain output: one tab-separated line per vector (label, model, backend, size, first values)."""
+
+    def add(self, label: str, result: tuple[np.ndarray, Any]) -> None:
+        import typer
+
+        vec, prov = result
+        head = ", ".join(f"{x:.5f}" for x in vec[:4])
+        typer.echo(f"{label}\t{prov.model_id}\t{prov.backend}\t{vec.shape[0]}-d\t[{head}, ...]")
+
+    def close(self) -> None:
+        pass
 
 
 class ClipTask(Task):
@@ -68,6 +83,32 @@ class ClipTask(Task):
     def parse_remote(self, body: Mapping[str, Any], provenance) -> np.ndarray:
         return embedding_from_json(body[self.immich_task])
 
+    def cli_record(self, label: str, result: tuple[np.ndarray, Any], kind: str = "path") -> dict[str, Any]:
+        """`embed --jsonl`'s record of one vector; `kind` says whether `label` is a file or a text."""
+        vec, prov = result
+        return {kind: label, "model_id": prov.model_id, "backend": prov.backend, "dim": int(vec.shape[0]),
+                "embedding": [float(x) for x in vec]}
+
+    def cli_table(self, no_color: bool) -> ClipLines:
+        return ClipLines()
+
+    def path_agreement(self, exact: str, fast: str) -> dict[str, Any]:
+        """The cosine of the two embeddings."""
+        import json
+
+        a, b = (np.asarray(json.loads(x), np.float64) for x in (exact, fast))
+        return {"cosine": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))}
+
+    def cache_recipe(self, model, data: dict[str, Any]) -> None:
+        """An image tower keeps the template's input names; a text tower's are read from the export
+        (M-CLIP text towers take input_ids + attention_mask). The folder's configs and its other tower."""
+        from hailo_immich_cli.clip.immich_config import apply_folder_config, pair_folder
+
+        if model.type != "visual":
+            super().cache_recipe(model, data)
+        apply_folder_config(model, data)
+        pair_folder(model, data)
+
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],
                    host_path: str = "exact") -> Callable[[], int]:
@@ -95,14 +136,27 @@ TASK = ClipTask(
     immich_task="clip",
     steps={"visual": VISUAL, "textual": TEXTUAL},
     indexed=(VISUAL,),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="CLIP",
     immich_default_model=IMMICH_DEFAULT_MODEL,
     embeddings=(VISUAL, TEXTUAL),
     text_types=("textual",),
     batched=True,
+    stored_tables=("clip",),
+    cache_templates={"visual": "clip-vit-b32-openai-visual-cpu", "textual": "clip-vit-b32-openai-textual-cpu"},
+    cache_files={
+        "visual": (("model", "model.onnx", "visual/model.onnx"),
+                   ("preprocess_cfg", "preprocess_cfg.json", "visual/preprocess_cfg.json"),
+                   ("config", "config.json", "config.json")),
+        "textual": (("model", "model.onnx", "textual/model.onnx"),
+                    ("tokenizer", "tokenizer.json", "textual/tokenizer.json"),
+                    ("tokenizer_config", "tokenizer_config.json", "textual/tokenizer_config.json"),
+                    ("config", "config.json", "config.json")),
+    },
+    vectors=VectorTable("clip", "model_id", "v.hash", per="photo"),
     bench_jobs=(
         BenchJob("clip", (VISUAL,), VISUAL, job_label="Smart Search", url_default_model=IMMICH_DEFAULT_MODEL,
-                 url_entries=_visual_entries),
+                 url_entries=_visual_entries, url_default=True),
         BenchJob("clip-text", (TEXTUAL,), TEXTUAL, job_label="(search queries)", url_default_model=IMMICH_DEFAULT_MODEL,
                  url_entries=lambda name: text_entries(name, {"language": "en"}), text=True),
     ),

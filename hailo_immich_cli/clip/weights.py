@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from hailo_immich_cli.errors import BadInputError, RecipeError
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 
 _SAFETENSORS_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bf16", "I64": np.int64, "I32": np.int32,

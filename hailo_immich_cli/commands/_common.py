@@ -20,6 +20,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 BackendOption = typer.Option(None, "--backend", "-b", help="auto | hailo | cpu (env: HAILO_IMMICH_BACKEND)")
 ModelsDirOption = typer.Option(None, "--models-dir", help="Model files folder (env: HAILO_IMMICH_MODELS_DIR, MODELS_DIR)")
+# The two-model tasks' per-file commands (detect, ocr) share these.
+DetectorOption = typer.Option(None, "--detector", help="Detection recipe id or Immich model name.")
+RecognizerOption = typer.Option(None, "--recognizer", help="Recognition recipe id or Immich model name.")
+JsonOption = typer.Option(False, "--json", help="One JSON array of records on stdout.")
+JsonlOption = typer.Option(False, "--jsonl", help="One JSON record per file per line on stdout, as they finish.")
+
+
+def db_option(what: str) -> Any:
+    """`--db` of a per-file command: its results also go into an index database."""
+    return typer.Option(None, "--db", help=f"Also store the {what} in this index database (as `index` does).")
 
 
 def stderr_console(settings: Settings | None = None) -> Console:
@@ -88,6 +98,19 @@ def check_arguments(paths: Iterable[Path] | None, db: Path | None = None) -> Non
         from hailo_immich_cli.batch.store import check_db_path
 
         check_db_path(db)
+
+
+def open_sink(db: Path | None, command: str, paths: Iterable[Path], task: Any, session=None, recipes: Iterable[Any] = ()):
+    """The index database a per-file command also stores its results in (None without --db); the
+    `recipes` it has loaded get their model rows now."""
+    if db is None:
+        return None
+    from hailo_immich_cli.batch.sink import DbSink
+
+    sink = DbSink(db, command, list(paths), task.name)
+    for recipe in recipes:
+        sink.record_recipe(session, recipe.id)
+    return sink
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":

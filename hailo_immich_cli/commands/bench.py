@@ -27,7 +27,7 @@ from hailo_immich_cli.commands._common import (
     stderr_console,
 )
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.recipes import RecipeBook
 
 
 def _tasks(text: str | None, allowed: tuple[str, ...] | list[str], default: tuple[str, ...]) -> tuple[str, ...]:
@@ -234,6 +234,7 @@ def register(app: typer.Typer) -> None:
             raise BadInputError("--duration must be > 0")
         if url:
             from hailo_immich_cli.bench.loadtest import (
+                URL_DEFAULT_TASKS,
                 URL_TASKS,
                 LoadTest,
                 UrlOptions,
@@ -244,7 +245,7 @@ def register(app: typer.Typer) -> None:
                 raise BadInputError("--recipe/--batch/--threads/--intra-op measure this machine; with --url use --concurrency")
             data, source = image_bytes(images, max_images)
             opts = UrlOptions(
-                tasks=_tasks(task, URL_TASKS, ("clip",)),
+                tasks=_tasks(task, URL_TASKS, URL_DEFAULT_TASKS),
                 concurrency=tuple(parse_int_list(concurrency, "--concurrency", [1, 2, 4, 8])),
                 duration_s=duration if duration is not None else (None if count else 10.0),
                 count=count, warmup=warmup, timeout_s=timeout, max_latency_ms=max_latency_ms,

@@ -16,8 +16,8 @@ from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, ha
 from hailo_immich_cli.doctor.checks import device_ready, planning_session, run_checks
 from hailo_immich_cli.doctor.probes import Probes
 from hailo_immich_cli.doctor.report import build_report, markdown
-from hailo_immich_cli.immich_cache import load_recipe_book
-from hailo_immich_cli.placement import default_placement
+from hailo_immich_cli.models.immich_cache import load_recipe_book
+from hailo_immich_cli.models.resolve import default_placement
 
 STYLE = {"pass": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
 

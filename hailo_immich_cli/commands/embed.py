@@ -13,61 +13,59 @@ from typing import Any, List, Optional
 import numpy as np
 import typer
 
-from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, check_arguments, handle_errors, load_settings, open_session, stderr_console
-from hailo_immich_cli.commands._images import RunSummary, process_images, report_failures
+from hailo_immich_cli.commands._common import (
+    BackendOption, ModelsDirOption, check_arguments, db_option, handle_errors, load_settings, open_session, open_sink, stderr_console,
+)
+from hailo_immich_cli.commands._images import ResultOutput, RunSummary, process_images, report_failures
 from hailo_immich_cli.clip.task import TASK
 from hailo_immich_cli.errors import BadInputError
 
 
-class _Output:
-    """Collects (label, vector, provenance) rows and writes them as text lines, JSON lines and/or .npy."""
+class _Npy:
+    """`--npy FILE`: the (N, D) float32 vectors, and beside them FILE.json with the labels and the model."""
 
-    def __init__(self, kind: str, jsonl: bool, npy: Path | None):
-        self.kind, self.jsonl, self.npy = kind, jsonl, npy
+    def __init__(self, kind: str, path: Path):
+        self.kind, self.path = kind, path
         self.labels: list[str] = []
         self.vectors: list[np.ndarray] = []
-        self.model_id: str | None = None
         self.meta: dict[str, Any] = {}
 
     def add(self, labels: list[str], vectors: np.ndarray, provenance) -> None:
-        if self.model_id is None:
-            self.model_id = provenance.model_id
+        if not self.meta:
             self.meta = {"model_id": provenance.model_id, "recipe": provenance.recipe_id, "backend": provenance.backend,
                          "device": provenance.device, "runtime": provenance.runtime, **{k: v for k, v in provenance.extra.items() if k != "path"}}
-        for label, vec in zip(labels, vectors):
-            if self.npy is not None:
-                self.labels.append(label)
-                self.vectors.append(vec)
-            if self.jsonl:
-                typer.echo(json.dumps({self.kind: label, "model_id": provenance.model_id, "backend": provenance.backend,
-                                       "dim": int(vec.shape[0]), "embedding": [float(x) for x in vec]}, ensure_ascii=False))
-            elif self.npy is None:
-                head = ", ".join(f"{x:.5f}" for x in vec[:4])
-                typer.echo(f"{label}\t{provenance.model_id}\t{provenance.backend}\t{vec.shape[0]}-d\t[{head}, ...]")
+        self.labels.extend(labels)
+        self.vectors.extend(vectors)
 
     def close(self) -> None:
-        if self.npy is None:
-            return
         dim = self.vectors[0].shape[0] if self.vectors else 0
-        np.save(self.npy, np.stack(self.vectors).astype(np.float32) if self.vectors else np.zeros((0, dim), np.float32))
-        side = self.npy.with_suffix(".json")
+        np.save(self.path, np.stack(self.vectors).astype(np.float32) if self.vectors else np.zeros((0, dim), np.float32))
+        side = self.path.with_suffix(".json")
         side.write_text(json.dumps({**self.meta, "kind": self.kind, "items": self.labels, "rows": len(self.labels)},
                                    indent=2, ensure_ascii=False), encoding="utf-8")
-        stderr_console().print(f"wrote {len(self.labels)} vectors to {self.npy} (labels and model in {side.name})")
+        stderr_console().print(f"wrote {len(self.labels)} vectors to {self.path} (labels and model in {side.name})")
 
 
-def _open_sink(db: Path | None, paths: list[Path], session, recipe):
-    """The index database to store vectors in (None without --db)."""
-    if db is None:
-        return None
-    from hailo_immich_cli.batch.sink import DbSink
-    from hailo_immich_cli.batch.store import ModelInfo
+class _Output:
+    """Vectors as the task writes them on stdout (lines, or --jsonl records) and/or into --npy."""
 
-    sink = DbSink(db, "embed", paths, TASK.name)
-    prov = session.model(recipe.id).provenance
-    sink.model(ModelInfo(prov.model_id, recipe.task, recipe.id, prov.backend, prov.device, prov.runtime,
-                         tuple(recipe.immich_names), recipe.embedding_dim))
-    return sink
+    def __init__(self, kind: str, jsonl: bool, npy: Path | None, no_color: bool):
+        self.kind = kind
+        self.stdout = ResultOutput(TASK, False, jsonl, no_color) if jsonl or npy is None else None
+        self.npy = _Npy(kind, npy) if npy is not None else None
+
+    def add(self, labels: list[str], vectors: np.ndarray, provenance) -> None:
+        if self.npy is not None:
+            self.npy.add(labels, vectors, provenance)
+        if self.stdout is not None:
+            for label, vec in zip(labels, vectors):
+                self.stdout.add(label, (vec, provenance), kind=self.kind)
+
+    def close(self) -> None:
+        if self.npy is not None:
+            self.npy.close()
+        if self.stdout is not None:
+            self.stdout.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -79,7 +77,7 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Recipe id or Immich model name (default: the backend's default)."),
         npy: Optional[Path] = typer.Option(None, "--npy", help="Save the (N, D) float32 vectors to FILE.npy; labels and model id go to FILE.json."),
         jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per vector on stdout (label, model_id, backend, embedding)."),
-        db: Optional[Path] = typer.Option(None, "--db", help="Also store the image vectors in this index database (as `index` does)."),
+        db: Optional[Path] = db_option("image vectors"),
         backend: Optional[str] = BackendOption,
         models_dir: Optional[Path] = ModelsDirOption,
     ) -> None:
@@ -93,7 +91,7 @@ def register(app: typer.Typer) -> None:
         check_arguments(paths, db)
         settings = load_settings(backend=backend, models_dir=models_dir)
         console = stderr_console(settings)
-        out = _Output("text" if text else "path", jsonl, npy)
+        out = _Output("text" if text else "path", jsonl, npy, settings.no_color)
         with open_session(settings) as session:
             if text:
                 result = clip.encode_texts(session, list(text), model=clip.paired_model(session.recipes, model, clip.TEXTUAL))
@@ -102,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 return
             recipe = session.resolve(clip.VISUAL, clip.paired_model(session.recipes, model, clip.VISUAL))
             session.model(recipe.id)  # load (and say which backend) before the first file
-            sink = _open_sink(db, paths or [], session, recipe)
+            sink = open_sink(db, "embed", paths or [], TASK, session, [recipe])
             summary = RunSummary()
             labels: list[str] = []
             feeds: list[np.ndarray] = []

@@ -10,8 +10,8 @@ import typer
 
 from hailo_immich_cli.commands._common import ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.errors import BadInputError
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import RecipeBook
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import RecipeBook
 
 
 def register(app: typer.Typer) -> None:

@@ -13,10 +13,10 @@ from rich.table import Table
 
 from hailo_immich_cli.commands._common import BackendOption, ModelsDirOption, handle_errors, load_settings, stderr_console
 from hailo_immich_cli.errors import UnknownModelError
-from hailo_immich_cli.fetch import Fetcher, FetchResult
-from hailo_immich_cli.immich_cache import import_models, load_recipe_book, looks_like_cache, scan_cache
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.models.fetch import Fetcher, FetchResult
+from hailo_immich_cli.models.immich_cache import import_models, load_recipe_book, looks_like_cache, scan_cache
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import probe_hailo
 from hailo_immich_cli.settings import Settings
 

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hailo_immich_cli.commands._common import stderr_console
-from hailo_immich_cli.hef import HefFormatError, HefInfo, HefLayer, read_hef
+from hailo_immich_cli.models.hef import HefFormatError, HefInfo, HefLayer, read_hef
 
 EXIT_BAD_FILE = 2
 EXIT_HAILORT_DISAGREES = 3

@@ -15,10 +15,10 @@ from hailo_immich_cli.backends.base import Backend
 from hailo_immich_cli.backends.hailo import BUSY_HINT, DRIVER_HINT, INSTALL_HINT, SERVICE_HINT, SUPPORTED_HAILORT, _normalise_arch, _open_vdevice
 from hailo_immich_cli.doctor.probes import SERVICE_NAME, Probes
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
-from hailo_immich_cli.hef import ARCH_LABELS, HefFormatError, read_hef
-from hailo_immich_cli.model_files import ModelFiles, sha256_of
-from hailo_immich_cli.placement import default_models
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.models.hef import ARCH_LABELS, HefFormatError, read_hef
+from hailo_immich_cli.models.files import ModelFiles, sha256_of
+from hailo_immich_cli.models.resolve import default_models
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.tasks import recipe_tasks
@@ -265,7 +265,7 @@ def check_immich_cache(settings: Settings) -> Check | None:
     folder = settings.immich_cache_folder
     if folder is None:
         return None
-    from hailo_immich_cli.immich_cache import scan_folder
+    from hailo_immich_cli.models.immich_cache import scan_folder
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -16,13 +16,16 @@ from typing import Any, Callable
 import numpy as np
 
 from hailo_immich_cli.clip import pipeline as clip
+from hailo_immich_cli.clip.task import TEXTUAL, VISUAL
 from hailo_immich_cli.doctor.hypotheses import Hypothesis, hypotheses_for
 from hailo_immich_cli.doctor.samples import ASTRONAUT_LANDMARKS, LABELS, PROMPTS, all_samples, photos
 from hailo_immich_cli.errors import HailoImmichError
 from hailo_immich_cli.faces.detect import run_detector
 from hailo_immich_cli.faces.embed import aligned_crops, embed_crops
+from hailo_immich_cli.faces.task import DETECTION as FACE_DETECTION, RECOGNITION as FACE_RECOGNITION
 from hailo_immich_cli.ocr.pipeline import read_text
-from hailo_immich_cli.recipes import Recipe, RecipeBook
+from hailo_immich_cli.ocr.task import DETECTION as OCR_DETECTION, RECOGNITION as OCR_RECOGNITION
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.tensors import l2_normalize
@@ -160,10 +163,6 @@ class FaceRecognition(Evaluator):
         return Outcome({"recognition cosine": _r(cos.min())}, bool(cos.min() >= MIN_COSINE), float(cos.min()))
 
 
-def _pair(recipe: Recipe) -> str | None:
-    return recipe.raw.get("clip", {}).get("pair") or recipe.raw.get("textual")
-
-
 def _present(session: SessionManager, recipe_id: str | None) -> bool:
     if not recipe_id:
         return False
@@ -178,7 +177,7 @@ class ClipVisual(Evaluator):
     def prepare(self) -> None:
         self.images = [s.rgb for s in all_samples()]
         self.expected = clip.encode_images(self.session, self.images, self.reference.id).vectors
-        text = _pair(self.reference)
+        text = clip.declared_pair(self.reference)
         self.labels = clip.encode_texts(self.session, list(LABELS), text).vectors if _present(self.session, text) else None
 
     def measure(self, session: SessionManager, recipe: Recipe) -> Outcome:
@@ -196,7 +195,7 @@ class ClipVisual(Evaluator):
 class ClipTextual(Evaluator):
     def prepare(self) -> None:
         self.expected = clip.encode_texts(self.session, list(PROMPTS), self.reference.id).vectors
-        visual = _pair(self.reference)
+        visual = clip.declared_pair(self.reference)
         self.images = clip.encode_images(self.session, [s.rgb for s in all_samples()], visual).vectors if _present(self.session, visual) else None
 
     def measure(self, session: SessionManager, recipe: Recipe) -> Outcome:
@@ -215,12 +214,11 @@ class Ocr(Evaluator):
     """Detection is judged with the CPU recogniser reading its boxes, recognition on the CPU detector's boxes."""
 
     def _partner(self) -> str:
-        other = "ocr-recognition" if self.hailo.task == "ocr-detection" else "ocr-detection"
-        return self.session.recipes.default(other, "cpu").id
+        return self.session.recipes.default(OCR_PARTNER[self.hailo.task], "cpu").id
 
     def _read(self, session: SessionManager, recipe_id: str) -> list[str]:
         page = all_samples()[-1].rgb
-        names = {"detector": recipe_id, "recognizer": self._partner()} if self.hailo.task == "ocr-detection" else \
+        names = {"detector": recipe_id, "recognizer": self._partner()} if self.hailo.task == OCR_DETECTION else \
             {"detector": self._partner(), "recognizer": recipe_id}
         return [line.text for line in read_text(session, page, **names).lines]
 
@@ -235,9 +233,10 @@ class Ocr(Evaluator):
         return Outcome(metrics, error <= MAX_CER and len(got) == len(self.expected), -error)
 
 
+OCR_PARTNER = {OCR_DETECTION: OCR_RECOGNITION, OCR_RECOGNITION: OCR_DETECTION}  # the other step an OCR check runs
 EVALUATORS: dict[str, type[Evaluator]] = {
-    "face-detection": FaceDetection, "face-recognition": FaceRecognition, "clip-visual": ClipVisual,
-    "clip-textual": ClipTextual, "ocr-detection": Ocr, "ocr-recognition": Ocr,
+    FACE_DETECTION: FaceDetection, FACE_RECOGNITION: FaceRecognition, VISUAL: ClipVisual,
+    TEXTUAL: ClipTextual, OCR_DETECTION: Ocr, OCR_RECOGNITION: Ocr,
 }
 
 
@@ -299,8 +298,8 @@ def compare_one(session: SessionManager, hailo: Recipe, reference: Recipe) -> Co
 
 
 def _fetch_missing(settings: Settings, recipes: list[Recipe]) -> list[str]:
-    from hailo_immich_cli.fetch import Fetcher
-    from hailo_immich_cli.model_files import ModelFiles
+    from hailo_immich_cli.models.fetch import Fetcher
+    from hailo_immich_cli.models.files import ModelFiles
 
     results = Fetcher(ModelFiles(settings)).fetch(recipes)
     return [f"{r.recipe_id}: {r.error}" for r in results if r.status == "failed"]
@@ -309,15 +308,14 @@ def _fetch_missing(settings: Settings, recipes: list[Recipe]) -> list[str]:
 def _references(book: RecipeBook, reference: Recipe) -> list[Recipe]:
     """The reference and what its check also runs (the other CLIP tower for zero-shot, the OCR partner)."""
     needed = [reference]
-    pair = _pair(reference)
+    pair = clip.declared_pair(reference)
     if pair:
         try:
             needed.append(book.get(pair))
         except HailoImmichError:
             pass
-    if reference.task.startswith("ocr-"):
-        other = "ocr-recognition" if reference.task == "ocr-detection" else "ocr-detection"
-        needed.append(book.default(other, "cpu"))
+    if reference.task in OCR_PARTNER:
+        needed.append(book.default(OCR_PARTNER[reference.task], "cpu"))
     return needed
 
 

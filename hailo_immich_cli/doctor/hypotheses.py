@@ -15,8 +15,11 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
-from hailo_immich_cli.hef import HefFormatError, read_hef
-from hailo_immich_cli.recipes import Recipe, parse_recipe
+from hailo_immich_cli.clip.task import TEXTUAL
+from hailo_immich_cli.faces.task import DETECTION as FACE_DETECTION
+from hailo_immich_cli.models.hef import HefFormatError, read_hef
+from hailo_immich_cli.ocr.task import RECOGNITION as OCR_RECOGNITION
+from hailo_immich_cli.models.recipes import Recipe, parse_recipe
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def _one(recipe: Recipe, cause: str, section: str, key: str, value: Any) -> Hypo
 
 
 def colour(recipe: Recipe) -> list[Hypothesis]:
-    if recipe.task == "clip-textual":
+    if recipe.task == TEXTUAL:
         return []
     current = recipe.preprocess.get("color", "RGB")
     other = "BGR" if current == "RGB" else "RGB"
@@ -59,7 +62,7 @@ def colour(recipe: Recipe) -> list[Hypothesis]:
 
 
 def letterbox(recipe: Recipe) -> list[Hypothesis]:
-    if recipe.task != "face-detection" or "size" not in recipe.preprocess:
+    if recipe.task != FACE_DETECTION or "size" not in recipe.preprocess:
         return []
     current = recipe.preprocess.get("letterbox", "top-left")
     other = "center" if current == "top-left" else "top-left"
@@ -68,7 +71,7 @@ def letterbox(recipe: Recipe) -> list[Hypothesis]:
 
 
 def anchor_offset(recipe: Recipe) -> list[Hypothesis]:
-    if recipe.task != "face-detection" or recipe.postprocess.get("kind") != "scrfd":
+    if recipe.task != FACE_DETECTION or recipe.postprocess.get("kind") != "scrfd":
         return []
     current = float(recipe.postprocess.get("anchor_offset", 0.0))
     other = 0.5 if current == 0.0 else 0.0
@@ -128,7 +131,7 @@ def output_order(recipe: Recipe, model_path: Path | None) -> list[Hypothesis]:
 
 def clip_text(recipe: Recipe) -> list[Hypothesis]:
     text = recipe.raw.get("text", {})
-    if recipe.task != "clip-textual" or text.get("feed") != "token-embeddings":
+    if recipe.task != TEXTUAL or text.get("feed") != "token-embeddings":
         return []
     pos, ln = bool(text.get("add_positional_on_host", False)), bool(text.get("final_layer_norm_on_host", False))
     pos_cause = ("positional embedding added twice: the HEF adds it and so does the host" if pos
@@ -147,7 +150,7 @@ def clip_text(recipe: Recipe) -> list[Hypothesis]:
 def ocr_classes(recipe: Recipe) -> list[Hypothesis]:
     """Dictionary offset by one either way (keeping the class count, so the space class gives way),
     and the space class alone (a HEF with one class fewer or more than the recipe expects)."""
-    if recipe.task != "ocr-recognition":
+    if recipe.task != OCR_RECOGNITION:
         return []
     post = recipe.postprocess
     offset = int(post.get("dictionary_offset", 1))

@@ -17,7 +17,7 @@ import numpy as np
 from hailo_immich_cli.backends.base import LoadedModel, Provenance, TensorInfo
 from hailo_immich_cli.errors import ModelMismatchError, RecipeError
 from hailo_immich_cli.faces.decoders import Detections, centerface_decode, concat, scrfd_decode_level, sort_and_suppress
-from hailo_immich_cli.recipes import Recipe, TensorSpec
+from hailo_immich_cli.models.recipes import Recipe, TensorSpec
 from hailo_immich_cli.tensors import image_input, input_name
 
 DECODERS = ("scrfd", "centerface")

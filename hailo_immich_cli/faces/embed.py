@@ -15,7 +15,7 @@ import numpy as np
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import ModelMismatchError, RecipeError
 from hailo_immich_cli.faces.align import align_faces
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name, l2_normalize
 
 

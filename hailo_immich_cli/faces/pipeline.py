@@ -15,11 +15,10 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, UnknownModelError
 from hailo_immich_cli.faces.detect import run_detector
 from hailo_immich_cli.faces.embed import aligned_crops, cosine_similarity, embed_crops
-from hailo_immich_cli.recipes import Recipe
-from hailo_immich_cli.resolve import choose
+from hailo_immich_cli.faces.task import DETECTION, RECOGNITION
+from hailo_immich_cli.models.recipes import Recipe
+from hailo_immich_cli.models.resolve import choose
 
-DETECTION = "face-detection"
-RECOGNITION = "face-recognition"
 DEFAULT_MAX_FACES = 100
 
 __all__ = ["Face", "FacesResult", "analyze_faces", "full_size", "choose_detector", "choose_recognizer", "cosine_similarity", "face_crops"]

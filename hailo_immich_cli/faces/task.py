@@ -5,12 +5,14 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hailo_immich_cli.faces.recipe_keys import RECIPE_KEYS
 from hailo_immich_cli.server.jsonfmt import embedding_from_json, float32_array
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.tasks import BenchJob, Task, detector_recognizer, VectorTable
 
 DETECTION, RECOGNITION = "face-detection", "face-recognition"
 
@@ -33,10 +35,55 @@ def faces_json(faces: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
+def box_iou(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Intersection over union of two Immich bounding boxes."""
+    ix = max(0.0, min(a["x2"], b["x2"]) - max(a["x1"], b["x1"]))
+    iy = max(0.0, min(a["y2"], b["y2"]) - max(a["y1"], b["y1"]))
+    inter = ix * iy
+    union = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def _entries(name: str) -> dict[str, Any]:
     """What Immich's server sends for face detection (its default minScore)."""
     return {"facial-recognition": {"detection": {"modelName": name, "options": {"minScore": 0.7}},
                                    "recognition": {"modelName": name}}}
+
+
+class FacesTable:
+    """`detect`'s table: one row per face, printed when every file is done."""
+
+    def __init__(self, no_color: bool):
+        from rich.table import Table
+
+        self.no_color = no_color
+        self.table = Table(title="faces")
+        for col in ("file", "#", "score", "box (x1, y1, x2, y2)", "embedding", "models"):
+            self.table.add_column(col)
+
+    def add(self, path: Path, result) -> None:
+        from rich.markup import escape
+
+        models = f"{result.detector.recipe_id} ({result.detector.backend})"
+        if result.recognizer:
+            models += f" + {result.recognizer.recipe_id} ({result.recognizer.backend})"
+        if not result.faces:
+            self.table.add_row(escape(str(path)), "0", "", "", "", models)
+        for i, face in enumerate(result.faces):
+            emb = f"{face.embedding.shape[0]}-d, |v|={np.linalg.norm(face.embedding):.2f}" if face.embedding is not None else "-"
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            self.table.add_row(escape(str(path)) if i == 0 else "", str(i + 1), f"{face.score:.3f}", box, emb, models if i == 0 else "")
+        if result.truncated:
+            self.table.add_row("", f"+{result.truncated}", "dropped by --max-faces", "", "", "")
+
+    def close(self) -> None:
+        from rich.console import Console
+
+        Console(no_color=self.no_color).print(self.table)
+
+
+def _model_json(prov) -> dict[str, str]:
+    return {"recipe": prov.recipe_id, "backend": prov.backend, "model": prov.model_id}
 
 
 class FacesTask(Task):
@@ -63,7 +110,7 @@ class FacesTask(Task):
 
     def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
         """Detector and recogniser; detection only (said loudly) when no recogniser is on disk and none was named."""
-        from hailo_immich_cli.resolve import choose, recognizer_or_none, split_pair
+        from hailo_immich_cli.models.resolve import choose, recognizer_or_none, split_pair
 
         det, rec = split_pair(name)
         chosen = {DETECTION: choose(session, DETECTION, det)}
@@ -136,6 +183,47 @@ class FacesTask(Task):
 
         return work
 
+    def cli_record(self, path: Path, result, crops: list[Path] | None = None) -> dict[str, Any]:
+        """`detect`'s record of one file, naming the recipes and backends that produced it."""
+        record = {
+            "file": str(path),
+            "width": result.width,
+            "height": result.height,
+            "detector": _model_json(result.detector),
+            "recognizer": _model_json(result.recognizer) if result.recognizer else None,
+            "truncated": result.truncated,
+            "faces": [
+                {
+                    "box": [round(v, 2) for v in face.box],
+                    "score": round(face.score, 5),
+                    "landmarks": np.round(face.landmarks.astype(np.float64), 2).tolist(),
+                    **({"embedding": face.embedding.astype(np.float64).tolist()} if face.embedding is not None else {}),
+                }
+                for face in result.faces
+            ],
+        }
+        for face, crop in zip(record["faces"], crops or ()):
+            face["crop"] = str(crop)
+        return record
+
+    def cli_table(self, no_color: bool) -> FacesTable:
+        return FacesTable(no_color)
+
+    def cli_models(self, result) -> list[Any]:
+        return [result.detector] + ([result.recognizer] if result.recognizer else [])
+
+    def answer_count(self, value: list[Any]) -> int:
+        return len(value)
+
+    def path_agreement(self, exact: list[dict[str, Any]], fast: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per exact face the best IoU of a fast face (0 if none), and the face counts."""
+        ious = [max((box_iou(e["boundingBox"], f["boundingBox"]) for f in fast), default=0.0) for e in exact]
+        return {"exact_faces": len(exact), "fast_faces": len(fast), "min_iou": min(ious, default=1.0 if not fast else 0.0),
+                "mean_iou": float(np.mean(ious)) if ious else (1.0 if not fast else 0.0)}
+
+    def search_hit(self, row: tuple) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in row[1:5]], "face_score": round(row[5], 4)}
+
     def bench_partial(self, job: BenchJob, stages: Mapping[str, Any]) -> str | None:
         """Without a recogniser, faces are still benchmarked: detection only."""
         return "end-to-end runs detection only" if DETECTION in stages else None
@@ -144,14 +232,16 @@ class FacesTask(Task):
 TASK = FacesTask(
     name="faces",
     immich_task="facial-recognition",
-    steps={"detection": DETECTION, "recognition": RECOGNITION},
-    indexed=(DETECTION, RECOGNITION),
+    **detector_recognizer(DETECTION, RECOGNITION),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="FACIAL_RECOGNITION",
     immich_default_model="buffalo_l",
-    geometry=(DETECTION,),
+    immich_also_shown=("antelopev2",),  # the other face pack Immich's settings offer, same SCRFD-10GF detector
     embeddings=(RECOGNITION,),
     index_tables=("faces",),
-    detect_then_recognize=True,
+    cache_templates={"detection": "buffalo_l-detection-cpu", "recognition": "buffalo_l-recognition-cpu"},
+    stored_tables=("faces",),
+    vectors=VectorTable("faces", "recognizer", "v.hash, v.x1, v.y1, v.x2, v.y2, v.score, v.id", per="face"),
     synthetic_images_note="the synthetic images have no faces, so the recogniser is not exercised; "
                           "give --images DIR with photos of people",
     bench_jobs=(BenchJob("faces", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_faces",

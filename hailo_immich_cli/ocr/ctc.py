@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hailo_immich_cli.errors import ModelCorruptError, ModelMismatchError
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 
 def charset_from_lines(lines: list[str], post) -> tuple[str, ...]:
     """Class table: blank (index `blank_index`), the dictionary from `dictionary_offset`, then the space."""

@@ -23,7 +23,7 @@ from PIL import Image
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.imaging import fast_resize, pil_resize
 from hailo_immich_cli.ocr.binarize import DbParams, db_boxes, order_and_filter
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.ocr.ctc import ctc_greedy, load_charset
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
 
 TALL_RATIO = 1.5  # crops at least this much taller than wide are vertical text: rotate 90 degrees

@@ -6,16 +6,19 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hailo_immich_cli.tasks import BenchJob, Task
+from hailo_immich_cli.ocr.recipe_keys import RECIPE_KEYS
+from hailo_immich_cli.tasks import BenchJob, Task, detector_recognizer
 
 DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
 # The textScore threshold Immich's server sends by default (server/src/config.ts); used only when a request omits it.
 IMMICH_DEFAULT_MIN_REC_SCORE = 0.8
 MIN_RESOLUTION = 32
+DICTIONARY_METADATA_KEY = "character"  # Immich (RapidOCR) reads the recogniser's characters from this metadata key
 
 
 def bounded_resolution(requested: int, width: int, height: int, limit: int) -> tuple[int, str | None]:
@@ -65,6 +68,36 @@ def _entries(name: str) -> dict[str, Any]:
                     "recognition": {"modelName": name, "options": {"minScore": IMMICH_DEFAULT_MIN_REC_SCORE}}}}
 
 
+class OcrTables:
+    """`ocr`'s tables: one per image, printed as it finishes."""
+
+    def __init__(self, no_color: bool):
+        from rich.console import Console
+
+        self.console = Console(no_color=no_color, highlight=False)
+
+    def add(self, path: Path, result) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        title = (f"{escape(str(path))}  ({result.width}x{result.height}, {len(result.lines)} lines, "
+                 f"{result.detector.recipe_id} + {result.recognizer.recipe_id} on {result.detector.backend})")
+        table = Table(title=title, title_justify="left", show_lines=False)
+        table.add_column("#", justify="right")
+        table.add_column("text")
+        table.add_column("text score", justify="right")
+        table.add_column("box score", justify="right")
+        table.add_column("box (TL, BR)")
+        for i, line in enumerate(result.lines, 1):
+            (x1, y1), (x2, y2) = line.box[0], line.box[2]
+            table.add_row(str(i), escape(line.text), f"{line.text_score:.3f}", f"{line.box_score:.3f}",
+                          f"({x1:.0f},{y1:.0f}) ({x2:.0f},{y2:.0f})")
+        self.console.print(table)
+
+    def close(self) -> None:
+        pass
+
+
 class OcrTask(Task):
     def serve(self, session, plan, image, text: str | None, outcome, host_path: str = "exact") -> dict[str, Any]:
         from hailo_immich_cli.ocr import pipeline
@@ -103,7 +136,7 @@ class OcrTask(Task):
         return ocr_json(lines, result.width, result.height, min_rec)
 
     def choose_for_index(self, session, name: str | None, warn: Callable[[str], None]) -> dict[str, Any]:
-        from hailo_immich_cli.resolve import split_pair
+        from hailo_immich_cli.models.resolve import split_pair
 
         det, rec = split_pair(name)
         return {DETECTION: session.resolve(DETECTION, det), RECOGNITION: session.resolve(RECOGNITION, rec)}
@@ -147,6 +180,54 @@ class OcrTask(Task):
                  for i, (t, bs, ts) in enumerate(zip(o["text"], o["boxScore"], o["textScore"]))]
         return OcrResult(lines=lines, width=w, height=h, detector=provenance, recognizer=provenance)
 
+    def cli_record(self, path: Path, result) -> dict[str, Any]:
+        """`ocr`'s record of one image: the file, the models (recipe id, backend) and the lines in reading order."""
+        return {
+            "file": str(path),
+            "width": result.width,
+            "height": result.height,
+            "detector": {"recipe": result.detector.recipe_id, "backend": result.detector.backend, "model_id": result.detector.model_id},
+            "recognizer": {"recipe": result.recognizer.recipe_id, "backend": result.recognizer.backend, "model_id": result.recognizer.model_id},
+            "lines": [
+                {
+                    "text": line.text,
+                    "box": [[round(float(x), 1), round(float(y), 1)] for x, y in line.box],
+                    "box_score": round(line.box_score, 5),
+                    "text_score": line.text_score,
+                }
+                for line in result.lines
+            ],
+        }
+
+    def cli_table(self, no_color: bool) -> OcrTables:
+        return OcrTables(no_color)
+
+    def cli_models(self, result) -> list[Any]:
+        return [result.detector, result.recognizer]
+
+    def answer_count(self, value: Mapping[str, Any]) -> int:
+        return len(value["text"])
+
+    def path_agreement(self, exact: Mapping[str, Any], fast: Mapping[str, Any]) -> dict[str, Any]:
+        """The texts, and the share of exact lines the fast path read identically."""
+        et, ft = exact["text"], fast["text"]
+        same = sum(1 for t in et if t in ft)
+        return {"exact_lines": len(et), "fast_lines": len(ft), "identical": et == ft, "lines_matched": same / len(et) if et else 1.0}
+
+    def cache_names(self, model, all_models: Sequence[Any]) -> list[str]:
+        """A detector also answers to every language variant in the cache that uses it: Immich stores
+        OCR detectors under the part after the last '__' (EN__PP-OCRv5_mobile -> PP-OCRv5_mobile)."""
+        names = [model.name]
+        if model.type == "detection":
+            names += sorted({m.name for m in all_models if m.task_dir == model.task_dir and m.name != model.name
+                             and m.name.split("__")[-1] == model.name})
+        return names
+
+    def cache_recipe(self, model, data: dict[str, Any]) -> None:
+        super().cache_recipe(model, data)
+        if model.type == "recognition":
+            data.setdefault("postprocess", {})["dictionary_metadata_key"] = DICTIONARY_METADATA_KEY
+
     def bench_work(self, job: BenchJob, session, stages: Mapping[str, Any], batch: int,
                    next_image: Callable[[], np.ndarray], next_texts: Callable[[int], list[str]], found: list[int],
                    host_path: str = "exact") -> Callable[[], int]:
@@ -164,13 +245,14 @@ class OcrTask(Task):
 TASK = OcrTask(
     name="ocr",
     immich_task="ocr",
-    steps={"detection": DETECTION, "recognition": RECOGNITION},
-    indexed=(DETECTION, RECOGNITION),
+    **detector_recognizer(DETECTION, RECOGNITION),
+    recipe_keys=RECIPE_KEYS,
     immich_enum="OCR",
     immich_default_model="PP-OCRv5_mobile",
-    geometry=(DETECTION,),
-    detect_then_recognize=True,
     index_tables=("ocr_lines", "ocr_text"),
+    stored_tables=("ocr_lines", "ocr_text"),
+    cli_lists_failures=True,
+    cache_templates={"detection": "ppocrv5-mobile-det-cpu", "recognition": "ppocrv5-mobile-rec-cpu"},
     # The detector's smallest input is one 32-pixel cell (Immich's service fails below about 16): one 422 rule.
     int_options={"detection": {"maxResolution": MIN_RESOLUTION}},
     bench_jobs=(BenchJob("ocr", (DETECTION, RECOGNITION), RECOGNITION, "max_batch_ocr", "MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",

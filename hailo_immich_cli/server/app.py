@@ -27,7 +27,7 @@ from hailo_immich_cli.errors import (
     UnknownModelError,
 )
 from hailo_immich_cli.imaging import DecodedImage, header_pixels
-from hailo_immich_cli.placement import default_placement
+from hailo_immich_cli.models.resolve import default_placement
 from hailo_immich_cli.server import logs, memory, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
 from hailo_immich_cli.server.multipart import BODY_KEY, Part, split_form

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from hailo_immich_cli.resolve import NoDefault, NotServed, for_request
+from hailo_immich_cli.models.resolve import NoDefault, NotServed, for_request
 from hailo_immich_cli.server.jsonfmt import dumps
 from hailo_immich_cli.tasks import by_immich_task, detect_then_recognize, immich_steps
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from hailo_immich_cli.errors import BackendUnavailableError, HailoImmichError
-from hailo_immich_cli.resolve import RequestResolver, preload_candidates
+from hailo_immich_cli.models.resolve import RequestResolver, default_placement, preload_candidates
 from hailo_immich_cli.server.metrics import Metrics
 from hailo_immich_cli.server.protocol import PlanCache
-from hailo_immich_cli.placement import default_placement
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings, preload_from_env
 from hailo_immich_cli.tasks import immich_pairs, recipe_tasks

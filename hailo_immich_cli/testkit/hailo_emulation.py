@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from hailo_immich_cli.recipes import Recipe, RecipeBook, TensorSpec
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook, TensorSpec
 from hailo_immich_cli.session import SessionManager
 from hailo_immich_cli.settings import Settings
 from hailo_immich_cli.testkit.hef_builder import Layer, build_hef

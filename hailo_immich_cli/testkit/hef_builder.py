@@ -1,5 +1,5 @@
 """Write small but valid HEF files for tests: header (v1/v2/v3 + its hash) and the protobuf fields
-hailo_immich_cli.hef reads. No config words for a real chip: HailoRT itself could not run them,
+hailo_immich_cli.models.hef reads. No config words for a real chip: HailoRT itself could not run them,
 the hailo_platform test double can.
 """
 

@@ -113,7 +113,7 @@ def model_env(base: Path, real_models: Path, recognizer_seed: int = 0, recognize
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     (recipes / f"{recognizer_id}.toml").write_text(RECOGNIZER_TOML.format(id=recognizer_id, sha=sha))
     if buffalo_stand_in:  # Immich asks for "buffalo_l": let CenterFace answer to it (no offline buffalo_l weights)
-        from hailo_immich_cli.recipes import shipped_recipes_dir
+        from hailo_immich_cli.models.recipes import shipped_recipes_dir
 
         text = (shipped_recipes_dir() / "centerface-cpu.toml").read_text()
         text = text.replace('id = "centerface-cpu"', 'id = "buffalo_l-detection-cpu"').replace("immich_names = []", 'immich_names = ["buffalo_l"]')

@@ -20,7 +20,7 @@ import numpy as np
 
 from hailo_immich_cli.doctor.samples import photos
 from hailo_immich_cli.faces.detect import letterbox_image, plan_letterbox
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.testkit.onnx_build import save_graph
 
 STRIDES = (8, 16, 32)
@@ -255,7 +255,7 @@ def textnet_onnx(path: Path, positional: np.ndarray, mix: np.ndarray, ln: tuple[
 def textnet_cpu_recipe(recipe_id: str, path: Path):
     """A CPU recipe for textnet_onnx: token embeddings in, EOT row @ text_projection out (the same
     host steps as the Hailo CLIP text recipes, positional embedding inside the model)."""
-    from hailo_immich_cli.recipes import parse_recipe
+    from hailo_immich_cli.models.recipes import parse_recipe
 
     return parse_recipe(path, {
         "id": recipe_id, "task": "clip-textual", "backend": "cpu", "embedding_dim": 512,

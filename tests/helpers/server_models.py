@@ -16,7 +16,7 @@ import numpy as np
 
 from hailo_immich_cli.testkit.onnx_build import save_graph
 
-from hailo_immich_cli.recipes import shipped_recipes_dir
+from hailo_immich_cli.models.recipes import shipped_recipes_dir
 
 
 def make_flaky_text_detector_onnx(path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 It keeps the real module's names and signatures for what hailo-immich uses and refuses what the
 real one refuses. HEF metadata (layer names, shapes, formats, quantisation) is read from the real
-file by hailo_immich_cli.hef; outputs come from a registered "twin" (see _emulator.py) and go
+file by hailo_immich_cli.models.hef; outputs come from a registered "twin" (see _emulator.py) and go
 through the HEF's quantisation, so dequantisation bugs show. Results are EMULATED.
 """
 

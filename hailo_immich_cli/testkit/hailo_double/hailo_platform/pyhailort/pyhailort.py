@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hailo_immich_cli.hef import HefFormatError, HefInfo, HefLayer, read_hef
+from hailo_immich_cli.models.hef import HefFormatError, HefInfo, HefLayer, read_hef
 from hailo_platform import _emulator
 
 HAILO_UNIQUE_VDEVICE_GROUP_ID = "UNIQUE"
@@ -80,22 +80,24 @@ _STATUS_CODES = {
 }
 
 
+# Statuses pyhailort turns into their own exception class, with its message; any other is a plain HailoRTException.
+_STATUS_EXCEPTIONS: dict[str, tuple[type[HailoRTException], str]] = {
+    "HAILO_TIMEOUT": (HailoRTTimeout, "Received a timeout - hailort has failed because a timeout had occurred"),
+    "HAILO_INVALID_OPERATION": (HailoRTInvalidOperationException, "Invalid operation. See hailort.log for more information"),
+    "HAILO_INVALID_ARGUMENT": (HailoRTInvalidArgumentException, "Invalid argument. See hailort.log for more information"),
+    "HAILO_NOT_FOUND": (HailoRTNotFoundException, "Item not found. See hailort.log for more information"),
+    "HAILO_INVALID_HEF": (HailoRTInvalidHEFException, "Invalid HEF. See hailort.log for more information"),
+    "HAILO_HEF_NOT_COMPATIBLE_WITH_DEVICE": (HailoRTHEFNotCompatibleWithDevice,
+                                             "HEF file is not compatible with device. See hailort.log for more information"),
+    "HAILO_NETWORK_GROUP_NOT_ACTIVATED": (HailoRTNetworkGroupNotActivatedException, "Network group is not activated"),
+}
+
+
 def _status_error(name: str) -> HailoRTException:
     """The exception pyhailort raises for a libhailort status."""
-    if name == "HAILO_TIMEOUT":
-        return HailoRTTimeout("Received a timeout - hailort has failed because a timeout had occurred")
-    if name == "HAILO_INVALID_OPERATION":
-        return HailoRTInvalidOperationException("Invalid operation. See hailort.log for more information")
-    if name == "HAILO_INVALID_ARGUMENT":
-        return HailoRTInvalidArgumentException("Invalid argument. See hailort.log for more information")
-    if name == "HAILO_NOT_FOUND":
-        return HailoRTNotFoundException("Item not found. See hailort.log for more information")
-    if name == "HAILO_INVALID_HEF":
-        return HailoRTInvalidHEFException("Invalid HEF. See hailort.log for more information")
-    if name == "HAILO_HEF_NOT_COMPATIBLE_WITH_DEVICE":
-        return HailoRTHEFNotCompatibleWithDevice("HEF file is not compatible with device. See hailort.log for more information")
-    if name == "HAILO_NETWORK_GROUP_NOT_ACTIVATED":
-        return HailoRTNetworkGroupNotActivatedException("Network group is not activated")
+    if name in _STATUS_EXCEPTIONS:
+        cls, message = _STATUS_EXCEPTIONS[name]
+        return cls(message)
     return HailoRTException(f"libhailort failed with error: {_STATUS_CODES.get(name, 1)} ({name})")
 
 

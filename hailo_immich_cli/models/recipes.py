@@ -17,7 +17,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.recipe_schema import check_recipe_keys
+from hailo_immich_cli.models.schema import check_recipe_keys
 
 BACKENDS = ("hailo", "cpu")
 DTYPES = ("uint8", "uint16", "float32", "int32", "int64")
@@ -276,7 +276,7 @@ def load_recipe_file(path: Path) -> Recipe:
 
 def shipped_recipes_dir() -> Path:
     """Recipes inside an installed wheel, else the checkout's recipes/ folder."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     for candidate in (package_dir / "_recipes", package_dir.parent / "recipes"):
         if candidate.is_dir():
             return candidate

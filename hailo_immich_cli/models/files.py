@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hailo_immich_cli.errors import ModelCorruptError, ModelMissingError
-from hailo_immich_cli.recipes import FileSpec, Recipe
+from hailo_immich_cli.models.recipes import FileSpec, Recipe
 from hailo_immich_cli.settings import Settings
 
 IMPORTED_CACHE_DIR = "immich-cache"
@@ -93,7 +93,7 @@ class ModelFiles:
             if actual != spec.sha256:
                 return FileState(spec, found, "corrupt", f"sha256 {actual[:12]}... != {spec.sha256[:12]}...")
         if found.suffix == ".hef":
-            from hailo_immich_cli.hef import HefFormatError, read_header
+            from hailo_immich_cli.models.hef import HefFormatError, read_header
 
             try:
                 read_header(found, verify=verify_hash)

@@ -12,16 +12,22 @@ Rules, in the order they apply:
 - a recogniser that is not on disk and was not named leaves detection only (`recognizer_or_none`);
 - `serve --model-names ignore` answers names no recipe reproduces, or only one on another backend,
   with the configured recipe (`RequestResolver`, `for_request`).
+
+`default_placement` reports where Immich's default model names run with the current settings
+(README table, /health, the `serve` start-up log, `doctor`): each row is what `resolve` answers,
+plus whether the chosen recipe's model file is on disk (a missing file means the request is refused
+until it is fetched). It decides nothing; the rules are recipe data (`immich_names`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
-from hailo_immich_cli.errors import ModelMissingError, UnknownModelError
-from hailo_immich_cli.recipes import Recipe
+from hailo_immich_cli.errors import HailoImmichError, ModelMissingError, UnknownModelError
+from hailo_immich_cli.models.recipes import Recipe
 
 log = logging.getLogger("hailo_immich.server")  # off-backend warnings are the server's
 
@@ -188,3 +194,50 @@ class RequestResolver:
             if first:
                 log.warning("%s", reason)
         return recipe.id
+
+
+# ---- placement: where Immich's default model names run ---------------------------------------
+
+
+def default_models() -> list[tuple[str, str, str]]:
+    """(Immich task/type, recipe task, model name) per row, in the registry's order."""
+    from hailo_immich_cli.tasks import registry
+
+    rows = []
+    for task in registry():
+        for type_, recipe_task in task.steps.items():
+            for model in (task.immich_default_model, *task.immich_also_shown):
+                rows.append((f"{task.immich_task}/{type_}", recipe_task, model))
+    return rows
+
+
+@dataclass(frozen=True)
+class Placement:
+    immich: str  # Immich's task/type, e.g. facial-recognition/detection
+    model: str  # the Immich model name
+    task: str
+    recipe: str | None
+    backend: str | None  # None: refused
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        where = f"{self.backend} ({self.recipe})" if self.backend else "refused"
+        return f"{self.immich} {self.model}: {where}" + (f"; {self.note}" if self.note else "")
+
+
+def place(session, immich: str, task: str, model: str) -> Placement:
+    try:
+        recipe = session.resolve(task, model)
+    except HailoImmichError as exc:
+        return Placement(immich, model, task, None, None, str(exc))
+    missing = [spec.name for spec in recipe.files if session.files.find(recipe, spec) is None]
+    note = f"refused until fetched: hailo-immich fetch-models --recipe {recipe.id}" if missing else ""
+    return Placement(immich, model, task, recipe.id, recipe.backend, note)
+
+
+def default_placement(session) -> list[Placement]:
+    """One row per (Immich task/type, default model name), in the registry's order."""
+    return [place(session, immich, task, model) for immich, task, model in default_models()]

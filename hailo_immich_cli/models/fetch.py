@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 from hailo_immich_cli.errors import FetchError
-from hailo_immich_cli.model_files import ModelFiles
-from hailo_immich_cli.recipes import FileSpec, Recipe, Source
+from hailo_immich_cli.models.files import ModelFiles
+from hailo_immich_cli.models.recipes import FileSpec, Recipe, Source
 
 CHUNK = 1 << 16
 USER_AGENT = "hailo-immich-fetch/1"
@@ -137,7 +137,7 @@ class Fetcher:
                 if digest.hexdigest() != spec.sha256:
                     raise FetchError(f"sha256 mismatch: got {digest.hexdigest()}, recipe says {spec.sha256}")
             if spec.name.endswith(".hef"):
-                from hailo_immich_cli.hef import HefFormatError, read_header
+                from hailo_immich_cli.models.hef import HefFormatError, read_header
 
                 try:
                     read_header(part, verify=True)

