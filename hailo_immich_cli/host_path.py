@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 from hailo_immich_cli.imaging import HOST_PATHS, DecodedImage, decode_image
 from hailo_immich_cli.models.recipes import Recipe
+from hailo_immich_cli.tasks import by_recipe_task, pillow_input_tasks
 
 CHOICES = ("auto", *HOST_PATHS)
 MARGIN = 2.0  # decoded pixels per model-input pixel the fast path keeps, at least
@@ -28,43 +29,16 @@ def resolve(setting: str, backend: str) -> str:
     return "fast" if backend == "hailo" else "exact"
 
 
-def _canvas(pre: Mapping, recipe: Recipe) -> tuple[int, int] | None:
-    size = pre.get("size")
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    spec = recipe.inputs[0] if recipe.inputs else None
-    if spec is not None and spec.shape and len(spec.shape) == 3:
-        shape = spec.shape
-        return (shape[0], shape[1]) if shape[2] == 3 else (shape[1], shape[2])
-    return None
-
-
 def model_scale(recipe: Recipe, width: int, height: int, options: Mapping | None = None) -> float:
     """Model-input pixels per image pixel for this recipe's resize (0: the recipe needs no pixels of its own)."""
-    pre = recipe.preprocess
-    short, long = min(width, height), max(width, height)
-    if recipe.task == "clip-visual":
-        size = pre.get("size", 224)
-        size = int(size[0] if isinstance(size, (list, tuple)) else size)
-        return size / short
-    if recipe.task == "face-detection":
-        canvas = _canvas(pre, recipe)
-        if canvas is not None:
-            return min(canvas[0] / height, canvas[1] / width)
-        return int(pre.get("max_side", 640)) / long
-    if recipe.task == "ocr-detection":
-        max_res = (options or {}).get("maxResolution") or pre.get("max_resolution", 736)
-        return min(1.0, int(max_res) / short)
-    return 0.0
-
-
-PILLOW_STEP_TASKS = ("clip-visual", "ocr-detection")  # Immich resizes these inputs with Pillow
+    task = by_recipe_task().get(recipe.task)
+    return task.input_scale(recipe, width, height, options or {}) if task is not None else 0.0
 
 
 def takes_pillow_image(recipe: Recipe) -> bool:
     """On the exact path this stage resizes a Pillow image as Immich does (else it takes the array,
     which a JPEG decodes to directly)."""
-    return recipe.task in PILLOW_STEP_TASKS
+    return recipe.task in pillow_input_tasks()
 
 
 def decode_min_side(recipes: Iterable[tuple[Recipe, Mapping | None]], width: int, height: int) -> int | None:

@@ -94,6 +94,7 @@ class Task:
     synthetic_images_note: str | None = None  # what `bench` cannot show on synthetic images
     recipe_keys: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)  # recipe task -> section -> key -> schema Key
     cli_lists_failures: bool = False  # --json/--jsonl also list failed files ({"file", "error"})
+    pillow_inputs: tuple[str, ...] = ()  # recipe tasks whose exact-path input Immich resizes with Pillow
     # An Immich cache folder (models/immich_cache.py): Immich type -> the shipped CPU recipe whose
     # pipeline runs any such model, and the files its folder holds if not just `<type>/model.onnx`.
     cache_templates: Mapping[str, str] = field(default_factory=dict)
@@ -125,6 +126,11 @@ class Task:
         """How far the fast host path's answer value is from the exact one's (`bench --host-path`)."""
         raise NotImplementedError
 
+    def input_scale(self, recipe: Any, width: int, height: int, options: Mapping[str, Any]) -> float:
+        """Model-input pixels per image pixel of this recipe's resize, for a width x height image
+        (0: no pixels of its own); the fast host path decodes just large enough to cover it."""
+        return 0.0
+
     def search_hit(self, row: tuple) -> dict[str, Any]:
         """A vector search hit's details from `vectors.hit_columns` after the hash."""
         return {}
@@ -154,6 +160,17 @@ def by_name() -> dict[str, Any]:
 @lru_cache(maxsize=None)
 def by_immich_task() -> dict[str, Any]:
     return {t.immich_task: t for t in registry()}
+
+
+@lru_cache(maxsize=None)
+def by_recipe_task() -> dict[str, Any]:
+    return {rt: t for t in registry() for rt in t.recipe_tasks}
+
+
+@lru_cache(maxsize=None)
+def pillow_input_tasks() -> frozenset[str]:
+    """Recipe tasks whose exact-path input is resized with Pillow (the decoder keeps its Pillow image)."""
+    return frozenset(rt for t in registry() for rt in t.pillow_inputs)
 
 
 @lru_cache(maxsize=None)

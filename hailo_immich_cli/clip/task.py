@@ -46,6 +46,12 @@ class ClipLines:
 
 
 class ClipTask(Task):
+    def input_scale(self, recipe, width: int, height: int, options: Mapping[str, Any]) -> float:
+        if recipe.task != VISUAL:
+            return 0.0
+        size = recipe.preprocess.get("size", 224)
+        return int(size[0] if isinstance(size, (list, tuple)) else size) / min(width, height)
+
     def serve(self, session, plan, image, text: str | None, outcome, host_path: str = "exact") -> str:
         from hailo_immich_cli.clip import pipeline
 
@@ -141,6 +147,7 @@ TASK = ClipTask(
     immich_default_model=IMMICH_DEFAULT_MODEL,
     embeddings=(VISUAL, TEXTUAL),
     text_types=("textual",),
+    pillow_inputs=(VISUAL,),
     batched=True,
     stored_tables=("clip",),
     cache_templates={"visual": "clip-vit-b32-openai-visual-cpu", "textual": "clip-vit-b32-openai-textual-cpu"},

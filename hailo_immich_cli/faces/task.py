@@ -86,7 +86,27 @@ def _model_json(prov) -> dict[str, str]:
     return {"recipe": prov.recipe_id, "backend": prov.backend, "model": prov.model_id}
 
 
+def _canvas(recipe) -> tuple[int, int] | None:
+    """The detector's fixed input (height, width), from the recipe's size or its input shape."""
+    size = recipe.preprocess.get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    spec = recipe.inputs[0] if recipe.inputs else None
+    if spec is not None and spec.shape and len(spec.shape) == 3:
+        shape = spec.shape
+        return (shape[0], shape[1]) if shape[2] == 3 else (shape[1], shape[2])
+    return None
+
+
 class FacesTask(Task):
+    def input_scale(self, recipe, width: int, height: int, options: Mapping[str, Any]) -> float:
+        if recipe.task != DETECTION:
+            return 0.0  # the aligned crops come from the decoded image, mapped to its resolution
+        canvas = _canvas(recipe)
+        if canvas is not None:
+            return min(canvas[0] / height, canvas[1] / width)
+        return int(recipe.preprocess.get("max_side", 640)) / max(width, height)
+
     def serve(self, session, plan, image, text: str | None, outcome, host_path: str = "exact") -> list[dict[str, Any]]:
         from hailo_immich_cli.faces import pipeline
 

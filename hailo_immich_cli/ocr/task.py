@@ -99,6 +99,12 @@ class OcrTables:
 
 
 class OcrTask(Task):
+    def input_scale(self, recipe, width: int, height: int, options: Mapping[str, Any]) -> float:
+        if recipe.task != DETECTION:
+            return 0.0  # line crops come from the decoded image
+        max_res = options.get("maxResolution") or recipe.preprocess.get("max_resolution", 736)
+        return min(1.0, int(max_res) / min(width, height))
+
     def serve(self, session, plan, image, text: str | None, outcome, host_path: str = "exact") -> dict[str, Any]:
         from hailo_immich_cli.ocr import pipeline
 
@@ -252,6 +258,7 @@ TASK = OcrTask(
     index_tables=("ocr_lines", "ocr_text"),
     stored_tables=("ocr_lines", "ocr_text"),
     cli_lists_failures=True,
+    pillow_inputs=(DETECTION,),
     cache_templates={"detection": "ppocrv5-mobile-det-cpu", "recognition": "ppocrv5-mobile-rec-cpu"},
     # The detector's smallest input is one 32-pixel cell (Immich's service fails below about 16): one 422 rule.
     int_options={"detection": {"maxResolution": MIN_RESOLUTION}},
