@@ -15,9 +15,16 @@ import pytest
 from hailo_immich_cli.batch.search import Index
 from hailo_immich_cli.batch.store import SCHEMA_VERSION, Store, vector_blob
 from hailo_immich_cli.batch.synthetic import clustered, far, near, write_clip_library, write_faces
+from hailo_immich_cli.batch import vectors as vectors_module
 from hailo_immich_cli.batch.vectors import Searcher, VectorIndex, index_dir, sync_all
 
 MODEL = "clip-vit-b32-openai-visual-cpu@synthetic"
+
+
+@pytest.fixture(autouse=True)
+def _through_the_graph(monkeypatch):
+    """These tests check the HNSW graph itself: no part is small enough to be scanned whole."""
+    monkeypatch.setattr(vectors_module, "EXACT_SCAN_MAX", 0)
 
 
 def _paths(hits) -> list[str]:
@@ -327,3 +334,34 @@ def test_a_crash_between_database_and_index_loses_nothing(tmp_path, monkeypatch,
     index.close()
     assert vi.is_fresh(sqlite3.connect(db))
     _agrees_with_exact(db, near(vectors_[:new.stop], 15, seed=5))
+
+
+def test_a_small_library_of_near_copies_is_scanned_whole(tmp_path, monkeypatch):
+    """Many near-copies of a few photos (the same picture in several formats and sizes) can cut a photo
+    off the graph; up to EXACT_SCAN_MAX vectors the index is scanned whole, so every photo finds itself."""
+    monkeypatch.setattr(vectors_module, "EXACT_SCAN_MAX", 50_000)
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(6, 512)).astype(np.float32)
+    copies = np.repeat(base, 60, axis=0) + rng.normal(scale=0.01, size=(360, 512)).astype(np.float32)
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    db = tmp_path / "copies.db"
+    write_clip_library(db, copies, model_id=MODEL)
+    VectorIndex(db, "clip", MODEL).sync()
+    import usearch.index
+
+    scans: list[bool] = []
+    graph_search = usearch.index.Index.search
+
+    def recording(self, *args, **kwargs):
+        scans.append(bool(kwargs.get("exact")))
+        return graph_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(usearch.index.Index, "search", recording)
+    ann = Index(db)
+    try:
+        for i in range(0, len(copies), 7):
+            assert ann.by_vector(copies[i], MODEL, 3)[0].path == f"/synthetic/{i // 1000:04d}/{i:07d}.jpg"
+        assert ann.method == "usearch"
+    finally:
+        ann.close()
+    assert scans and all(scans)  # the whole part was scanned, never the graph
