@@ -13,6 +13,7 @@ Only the host and port of the URL given are ever contacted (Immich drops the URL
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import threading
@@ -389,8 +390,9 @@ class LoadTest:
 
             return post, client.close
         raw = RawClient(self.target, self.opts.timeout_s)
-        ready = Payload(payload.task, [(raw_request(self.target, "/predict", body, ctype), "") for body, ctype in payload.bodies])
-        return (lambda: raw.request(ready.take()[0])[0]), raw.close
+        ready = [raw_request(self.target, "/predict", body, ctype) for body, ctype in payload.bodies]
+        turn = itertools.count()  # next() on it is atomic: the callers' threads take turns without a lock
+        return (lambda: raw.request(ready[next(turn) % len(ready)])[0]), raw.close
 
     def _post(self, payload: Payload) -> tuple[Callable[[], int], Callable[[], None]]:
         """(one timed request that must succeed, close)."""
