@@ -467,5 +467,5 @@ def encode_texts(session, texts: Sequence[str], model: str | None = None) -> Emb
             parts.append(text_vectors(recipe, _output(recipe, result.outputs), ids, resources.weights, resources.eot_id))
     if resources.weights_sha256:
         provenance = replace(provenance, extra={**provenance.extra, "weights_sha256": resources.weights_sha256})
-    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
+    vectors = np.concatenate(parts) if parts else np.zeros((0, recipe.embedding_dim or 0), np.float32)
     return Embeddings(vectors, provenance)
