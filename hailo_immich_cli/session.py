@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from hailo_immich_cli import memory
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance
 from hailo_immich_cli.errors import BackendUnavailableError, DeviceError, HailoImmichError
 from hailo_immich_cli.models.files import ModelFiles
@@ -71,6 +72,7 @@ class SessionManager:
         backends: Mapping[str, Backend] | None = None,
     ):
         self.settings = settings
+        memory.tune_allocator()  # before any model or worker thread allocates (see memory.py)
         if recipes is None:
             from hailo_immich_cli.models.immich_cache import load_recipe_book
 

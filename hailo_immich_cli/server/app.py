@@ -28,7 +28,8 @@ from hailo_immich_cli.errors import (
 )
 from hailo_immich_cli.imaging import DecodedImage, header_pixels
 from hailo_immich_cli.models.resolve import default_placement
-from hailo_immich_cli.server import logs, memory, protocol
+from hailo_immich_cli import memory
+from hailo_immich_cli.server import logs, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
 from hailo_immich_cli.server.multipart import BODY_KEY, Part, split_form
 from hailo_immich_cli.server.predict import Outcome, decode_request, host_path_for, run_plan
@@ -247,8 +248,7 @@ def _predict(state: ServerState) -> bytes:
         state.metrics.record(tasks_label, status, elapsed)
         _log_request(status, tasks_label + path_field, models, elapsed, timings, error)
         error = None  # its traceback holds the decoded image
-        if pixels >= memory.TRIM_AFTER_PIXELS and state.gate.running == 0:
-            memory.trim_after_large_request()  # the last large request of a burst gives freed memory back
+        memory.request_ended(pixels, state.gate.running)  # the last request of a burst gives memory back
 
 
 def _infer(state: ServerState, plan: protocol.Plan, image: bytes | None, text: str | None, pixels: int, path: str, timings: dict[str, float]) -> Outcome:

@@ -99,12 +99,8 @@ class ServeApplication(BaseApplication):
 
     def load(self):
         """Runs in the worker process: open the session, start loading models, return the WSGI app."""
-        from hailo_immich_cli.server import memory
         from hailo_immich_cli.server.app import create_app
         from hailo_immich_cli.server.state import ServerState
-
-        if not memory.tune_allocator():
-            log.debug("allocator settings not applied (not glibc): memory after large requests is returned less promptly")
 
         self.state = ServerState(self.settings, env=self.env)
         self.state.start_loading()

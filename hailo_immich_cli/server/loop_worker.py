@@ -15,7 +15,8 @@ from typing import Any
 
 from gunicorn.workers.base import Worker
 
-from hailo_immich_cli.server import logs, memory
+from hailo_immich_cli import memory
+from hailo_immich_cli.server import logs
 from hailo_immich_cli.server.connection import Connection, HttpServer
 from hailo_immich_cli.server.limits import ConnectionLimits
 
