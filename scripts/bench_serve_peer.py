@@ -234,6 +234,8 @@ def start_official(stack: ExitStack, args: argparse.Namespace, work: Path, extra
     if args.peer_url:
         return Service("official", require_loopback(args.peer_url, "--peer-url"), "running at " + args.peer_url)
     python, peer_dir = Path(args.peer_python), Path(args.peer_dir).resolve()
+    if args.peer_preload and not Path(args.peer_preload).is_file():
+        raise SystemExit(f"--peer-preload: {args.peer_preload} is not a file")
     if not (peer_dir / "immich_ml" / "__main__.py").is_file():
         raise SystemExit(f"--peer-dir: {peer_dir} holds no immich_ml package")
     port = free_port()
@@ -247,12 +249,13 @@ def start_official(stack: ExitStack, args: argparse.Namespace, work: Path, extra
         "IMMICH_HOST": "127.0.0.1",
         "IMMICH_PORT": str(port),
         "NO_COLOR": "1",
+        **({"LD_PRELOAD": str(Path(args.peer_preload).resolve())} if args.peer_preload else {}),
         **extra_env,
     })
     run_dir = work / "official"  # gunicorn puts its control socket in the working directory
     run_dir.mkdir()
     service = Service("official", f"http://127.0.0.1:{port}", peer_version(peer_dir), log_path=work / "official.log",
-                      details={"peer_dir": str(peer_dir), "python": str(python)})
+                      details={"peer_dir": str(peer_dir), "python": str(python), "preload": args.peer_preload or ""})
     return stack.enter_context(started(service, [str(python), "-m", "immich_ml"], env, run_dir, args.start_timeout))
 
 
@@ -447,6 +450,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, help="Immich-layout model cache (MACHINE_LEARNING_CACHE_FOLDER) for every service started here")
     p.add_argument("--peer-python", help="Python of the official service's environment (starts `python -m immich_ml`)")
     p.add_argument("--peer-dir", help="Immich's machine-learning/ folder (holds the immich_ml package)")
+    p.add_argument("--peer-preload", help="shared library preloaded into the official service, as its CPU image does "
+                   "(LD_PRELOAD=/usr/lib/libmimalloc.so.2: Debian bookworm's mimalloc 2.0.9)")
     p.add_argument("--peer-url", help="an official service already running on loopback, instead of starting one")
     p.add_argument("--ours-url", help="a `hailo-immich serve` already running on loopback, instead of starting one")
     p.add_argument("--ours-repo", default=str(REPO), help="checkout whose `serve` is started (default: this one)")
