@@ -11,7 +11,7 @@ from hailo_immich_cli.errors import ModelMismatchError
 from hailo_immich_cli.ocr.pipeline import OcrLine, OcrResult, immich_response_order
 from hailo_immich_cli.ocr.ctc import charset_from_lines, ctc_greedy, load_charset
 from hailo_immich_cli.ocr.binarize import DbParams, db_boxes, order_and_filter
-from hailo_immich_cli.ocr.detect import cut_tiles, plan_tiles, probability_maps, stitch
+from hailo_immich_cli.ocr.detect import cut_tiles, plan_tiles, probability_maps, short_side_input, stitch
 from hailo_immich_cli.ocr.order import immich_order, reading_order
 from hailo_immich_cli.ocr.recognize import dynamic_batch, fixed_batch
 
@@ -201,6 +201,28 @@ def test_tiles_stitch_back_and_a_line_across_a_seam_stays_one_box():
     assert len(boxes) == 3  # the seam-crossing line is one box, not two
     seam_box = boxes[np.argmin(np.abs(boxes[:, 0, 1] - 470 / plan.scale))]
     assert seam_box[1, 0] - seam_box[0, 0] > 500 / plan.scale
+
+
+@pytest.mark.parametrize("source", ["pillow", "array"])
+def test_detector_input_is_immichs_arithmetic_bit_for_bit(recipe_book, source):
+    """(BGR - mean) * (1 / std) in float32, NCHW: what Immich computes with whole-image NumPy steps."""
+    from PIL import Image
+
+    recipe = recipe_book.get("ppocrv5-mobile-det-cpu")
+    rgb = np.random.default_rng(7).integers(0, 256, (700, 530, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb) if source == "pillow" else rgb
+    got = short_side_input(image, recipe, 320)
+    resized = np.asarray(Image.fromarray(rgb).resize((320, 416), Image.Resampling.LANCZOS), np.float32) if source == "pillow" else None
+    if resized is None:
+        from hailo_immich_cli.imaging import fast_resize
+
+        resized = fast_resize(rgb, (320, 416)).astype(np.float32)
+    pre = recipe.preprocess
+    want = resized[..., ::-1] - np.asarray(pre["mean"], np.float32)
+    want *= np.float32(1.0) / np.asarray(pre["std"], np.float32)
+    want = want.transpose(2, 0, 1)[None]
+    assert got.shape == (1, 3, 416, 320) and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.array_equal(got.view(np.uint32), np.ascontiguousarray(want).view(np.uint32))
 
 
 def test_hailo_detector_output_in_nchw_is_accepted_too():

@@ -54,14 +54,20 @@ def short_side_input(image: Image.Image | np.ndarray, recipe: Recipe, max_resolu
         height, width = image.shape[:2]
     rh, rw = short_side_size(height, width, max_resolution, int(pre.get("multiple", 32)))
     if isinstance(image, Image.Image):
-        arr = np.asarray(pil_resize(image, (rw, rh), Image.Resampling.LANCZOS), dtype=np.float32)
+        resized = np.asarray(pil_resize(image, (rw, rh), Image.Resampling.LANCZOS))
     else:
-        arr = fast_resize(image, (rw, rh)).astype(np.float32)
-    if pre.get("color", "BGR") == "BGR":
-        arr = arr[..., ::-1]
-    arr = arr - np.asarray(pre.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
-    arr *= np.float32(1.0) / np.asarray(pre.get("std", [127.5, 127.5, 127.5]), dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
+        resized = fast_resize(image, (rw, rh))
+    mean = np.asarray(pre.get("mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+    scale = np.float32(1.0) / np.asarray(pre.get("std", [127.5, 127.5, 127.5]), dtype=np.float32)
+    sources = (2, 1, 0) if pre.get("color", "BGR") == "BGR" else (0, 1, 2)
+    # Straight into the NCHW input, one channel at a time: the float32 arithmetic of
+    # (x - mean) * (1 / std) unchanged, without the HxWx3 float copies in between.
+    out = np.empty((1, 3, rh, rw), dtype=np.float32)
+    for channel, source in enumerate(sources):
+        plane = out[0, channel]
+        np.subtract(resized[..., source], mean[channel], out=plane, dtype=np.float32)
+        plane *= scale[channel]
+    return out
 
 
 # ---------------------------------------------------------------- fixed-canvas tiles
