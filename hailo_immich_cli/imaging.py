@@ -7,10 +7,11 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -242,19 +243,65 @@ def fast_resize(src: np.ndarray, size: tuple[int, int], out: np.ndarray | None =
 
 
 
-# ---- Pillow's resize as Immich's Pillow runs it ----------------------------------------------------
+# ---- Pillow's steps as Immich's Pillow runs them, on idle cores ------------------------------------
 _SPLIT_MIN_PIXELS = 1_000_000  # below this, handing rows to another thread costs more than it saves
 _POOL_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
-_RESIZING = 0  # pil_resize calls running now: with two or more, the cores are busy anyway
+_SPLITTING = 0  # split Pillow steps running now: with two or more, the cores are busy anyway
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4) - 1), thread_name_prefix="resize")
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4) - 1), thread_name_prefix="pillow")
         return _POOL
+
+
+@contextmanager
+def _spare_threads() -> Iterator[int]:
+    """Threads a Pillow step may split into: 1 while another split step runs (the cores are busy)."""
+    global _SPLITTING
+    with _POOL_LOCK:
+        alone = _SPLITTING == 0
+        _SPLITTING += 1
+    try:
+        yield min(os.cpu_count() or 1, 4) if alone else 1
+    finally:
+        with _POOL_LOCK:
+            _SPLITTING -= 1
+
+
+def pil_map(work: Callable[[T], R], items: Sequence[T], pixels: int) -> list[R]:
+    """[work(item) for item in items], shared with idle cores when no other split step runs and
+    the `pixels` to produce are worth a hand-off. `work` must release the GIL (Pillow's resize and
+    transform do); each item's result is the same either way."""
+    with _spare_threads() as parts:
+        if parts < 2 or len(items) < 2 or pixels < _MAP_MIN_PIXELS:
+            return [work(item) for item in items]
+        results: list[R | None] = [None] * len(items)
+        order = iter(range(len(items)))
+        lock = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                results[i] = work(items[i])
+
+        helpers = [_pool().submit(drain) for _ in range(min(parts, len(items)) - 1)]
+        drain()
+        for helper in helpers:
+            helper.result()
+        return results  # type: ignore[return-value]
+
+
+_MAP_MIN_PIXELS = 20_000  # a bicubic perspective crop of this size takes ~1 ms
 
 
 def _horizontal(img: Image.Image, width: int, top: int, bottom: int, resample: int) -> Image.Image:
@@ -263,13 +310,18 @@ def _horizontal(img: Image.Image, width: int, top: int, bottom: int, resample: i
     return band.resize((width, bottom - top), resample)
 
 
+def _vertical(wide: Image.Image, height: int, left: int, right: int, resample: int) -> Image.Image:
+    # Only the vertical pass runs when the width is unchanged; a column's output depends on that column only.
+    return wide.crop((left, 0, right, wide.height)).resize((right - left, height), resample)
+
+
 def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows: tuple[int, int] | None = None) -> Image.Image:
     """Pillow's two-pass resize in the order Immich's Pillow (<= 12) runs it: horizontal, then
     vertical, through an 8-bit image. Pillow 13 runs the vertical pass first for some shapes, which
     moves a few pixel values; calling the passes one by one keeps Immich's pixels on any Pillow.
 
-    When no other resize is running in this process, the horizontal pass (the costly one when
-    shrinking) runs on row bands in parallel threads (Pillow releases the GIL): same pixels, less
+    When no other split Pillow step is running (`pil_map`), the horizontal pass runs on row bands and the
+    vertical pass on column bands in parallel threads (Pillow releases the GIL): same pixels, less
     wall time for a lone request, at the price of copying the bands (~10% more CPU).
 
     `keep_rows` (output rows [first, last)) says the caller crops the result to those rows: the
@@ -277,17 +329,13 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
     the others are left black, and the kept rows are Pillow's own pixels. For a portrait CLIP input
     that skips about a quarter of the work.
     """
-    global _RESIZING
     width, height = img.size
     if size[0] == width or size[1] == height:  # one pass only: no order to keep
         return img.resize(size, resample)
     top, bottom = source_rows(height, size[1], keep_rows, resample) if keep_rows else (0, height)
-    parts = min(os.cpu_count() or 1, 4)
-    with _POOL_LOCK:
-        alone = _RESIZING == 0
-        _RESIZING += 1
-    try:
-        if parts < 2 or not alone or width * (bottom - top) < _SPLIT_MIN_PIXELS:
+    with _spare_threads() as parts:
+        split = parts >= 2
+        if not split or width * (bottom - top) < _SPLIT_MIN_PIXELS:
             band = _horizontal(img, size[0], top, bottom, resample)
             bands, cuts = [band], [top]
         else:
@@ -300,10 +348,15 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
             wide = Image.new(img.mode, (size[0], height))
             for first, band in zip(cuts, bands):
                 wide.paste(band, (0, first))
-    finally:
-        with _POOL_LOCK:
-            _RESIZING -= 1
-    return wide.resize(size, resample)
+        if not split or size[0] * height < _SPLIT_MIN_PIXELS:
+            return wide.resize(size, resample)
+        cols = [round(i * size[0] / parts) for i in range(parts + 1)]
+        later = [_pool().submit(_vertical, wide, size[1], a, b, resample) for a, b in zip(cols[1:-1], cols[2:])]
+        bands = [_vertical(wide, size[1], cols[0], cols[1], resample)] + [f.result() for f in later]
+        out = Image.new(img.mode, size)
+        for left, band in zip(cols, bands):
+            out.paste(band, (left, 0))
+        return out
 
 
 _SUPPORT = {Image.Resampling.NEAREST: 0.5, Image.Resampling.BOX: 0.5, Image.Resampling.BILINEAR: 1.0,

@@ -1,17 +1,18 @@
-"""The exact host path's speed-ups change no pixel: Pillow's resize done pass by pass (its horizontal
-pass on row bands in threads) equals Pillow's own call, and the one-pass host normalisation equals
-the plain float32 expression, bit for bit."""
+"""The exact host path's speed-ups change no pixel: Pillow's resize done pass by pass (on row and
+column bands in threads) equals Pillow's own call, OCR line crops spread over threads are Pillow's
+own transforms, and the one-pass host normalisation equals the plain float32 expression, bit for bit."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hailo_immich_cli.imaging import decode_image, pil_resize
+from hailo_immich_cli.imaging import decode_image, pil_map, pil_resize
 from hailo_immich_cli.tensors import image_input
 
 
@@ -26,6 +27,17 @@ def _photo(photos, size):
                                              ((64, 40), Image.Resampling.BICUBIC)])
 def test_pil_resize_is_pillows_resize(photos, size, target, resample):
     img = _photo(photos, size)
+    np.testing.assert_array_equal(np.asarray(pil_resize(img, target, resample)), np.asarray(img.resize(target, resample)))
+
+
+@pytest.mark.parametrize("size,target,resample", [((1440, 1920), (736, 992), Image.Resampling.LANCZOS),
+                                                  ((2001, 1501), (1001, 751), Image.Resampling.BICUBIC),
+                                                  ((1500, 3000), (999, 1400), Image.Resampling.LANCZOS)])
+def test_row_and_column_bands_are_pillows_pixels_on_noise(size, target, resample):
+    """Large enough that both passes run on bands in parallel (odd widths put band edges mid-filter):
+    on noise, any pixel taken from the wrong row or column would show."""
+    w, h = size
+    img = Image.fromarray(np.random.default_rng(w + h).integers(0, 256, (h, w, 3), dtype=np.uint8))
     np.testing.assert_array_equal(np.asarray(pil_resize(img, target, resample)), np.asarray(img.resize(target, resample)))
 
 
@@ -52,6 +64,51 @@ def test_pil_resize_under_concurrent_calls(photos):
         got = list(pool.map(lambda _: np.asarray(pil_resize(img, (224, 298), Image.Resampling.BICUBIC)), range(8)))
     for g in got:
         np.testing.assert_array_equal(g, want)
+
+
+def test_pil_map_keeps_order_and_shares_the_work():
+    import threading
+
+    threads: set[str] = set()
+
+    def work(side: int) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return np.asarray(Image.new("L", (side, side), side % 256).resize((side // 2, side // 2), Image.Resampling.LANCZOS))
+
+    sides = [600, 40, 900, 300, 700, 20]
+    got = pil_map(work, sides, sum(s * s for s in sides))
+    assert [g.shape[0] for g in got] == [s // 2 for s in sides] and [int(g[0, 0]) for g in got] == [s % 256 for s in sides]
+    if (os.cpu_count() or 1) >= 2:
+        assert len(threads) >= 2  # a lone caller hands items to the pool's thread too
+
+
+def test_pil_map_raises_the_first_failure():
+    def work(i: int) -> int:
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    with pytest.raises(ValueError, match="item 3"):
+        pil_map(work, list(range(6)), 10**6)
+
+
+def test_ocr_line_crops_are_pillows_transforms_under_concurrent_requests():
+    """Crops spread over threads are each Pillow's own transform, alone or with other requests running."""
+    from hailo_immich_cli.ocr.recognize import _quad_warps, crop_lines
+
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (1200, 900, 3), dtype=np.uint8))
+    boxes = np.array([[[50, 100], [850, 130], [845, 210], [45, 180]], [[60, 300], [700, 300], [700, 360], [60, 360]],
+                      [[400, 400], [460, 400], [460, 700], [400, 700]], [[100, 800], [880, 760], [885, 840], [105, 880]]], np.float32)
+    want = []
+    for c, w, h in _quad_warps(boxes):
+        crop = np.asarray(img.transform((w, h), Image.Transform.PERSPECTIVE, tuple(c.tolist()), Image.Resampling.BICUBIC))
+        want.append(np.rot90(crop) if h / w >= 1.5 else crop)
+    with ThreadPoolExecutor(3) as pool:
+        runs = [crop_lines(img, boxes)] + list(pool.map(lambda _: crop_lines(img, boxes), range(3)))
+    for got in runs:
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
 
 
 def _plain(batch: np.ndarray, recipe) -> np.ndarray:

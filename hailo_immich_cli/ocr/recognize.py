@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
+from hailo_immich_cli.imaging import pil_map
 from hailo_immich_cli.ocr.ctc import ctc_greedy, load_charset
 from hailo_immich_cli.models.recipes import Recipe
 from hailo_immich_cli.tensors import image_input, input_name
@@ -58,11 +59,17 @@ def _upright(arr: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def crop_lines(image: Image.Image, boxes: np.ndarray) -> list[np.ndarray]:
-    """RGB uint8 crop per (4, 2) TL/TR/BR/BL quad: bicubic perspective warp, tall crops turned 90 degrees CCW."""
+    """RGB uint8 crop per (4, 2) TL/TR/BR/BL quad: bicubic perspective warp, tall crops turned 90
+    degrees CCW. A lone request spreads the crops over the idle cores (`pil_map`)."""
     if len(boxes) == 0:
         return []
-    return [_upright(np.asarray(image.transform((w, h), Image.Transform.PERSPECTIVE, tuple(c.tolist()), Image.Resampling.BICUBIC)), w, h)
-            for c, w, h in _quad_warps(boxes)]
+
+    def crop(warp: tuple[np.ndarray, int, int]) -> np.ndarray:
+        c, w, h = warp
+        return _upright(np.asarray(image.transform((w, h), Image.Transform.PERSPECTIVE, tuple(c.tolist()), Image.Resampling.BICUBIC)), w, h)
+
+    warps = _quad_warps(boxes)
+    return pil_map(crop, warps, sum(w * h for _, w, h in warps))
 
 
 # Pillow samples pixel centres (x + 0.5), OpenCV pixel indices: shift in, map, shift back.
