@@ -74,11 +74,14 @@ def __getattr__(name: str) -> Any:
 
 
 def command_module(argv: list[str]) -> str | None:
-    """The command module the arguments name (the first word not starting with '-'), if there is one."""
+    """The command module the arguments name (the first word not starting with '-'), if there is one.
+
+    None when an option comes first: it is the root's (`-h search` asks for the overview).
+    """
     import importlib.util
 
     word = next((a for a in argv if not a.startswith("-")), None)
-    if not word or not word.replace("-", "").isalnum():
+    if not word or argv[0] != word or not word.replace("-", "").isalnum():
         return None
     name = word.replace("-", "_")
     if name.startswith("_") or importlib.util.find_spec(f"hailo_immich_cli.commands.{name}") is None:

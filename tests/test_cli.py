@@ -56,5 +56,7 @@ def test_a_command_imports_only_its_own_module():
         assert heavy not in modules, heavy
     out, modules = _run_imports("--help")  # the overview still lists every command
     assert "fetch-models" in out and "duplicates" in out and "hailo_immich_cli.commands.serve" in modules
+    out, _ = _run_imports("-h", "search")  # an option before the command is the root's: the overview
+    assert "fetch-models" in out and "duplicates" in out
     out, _ = _run_imports("serach")
     assert "No such command 'serach'" in out and "search" in out
