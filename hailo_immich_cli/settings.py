@@ -152,7 +152,7 @@ ENV: dict[str, Setting] = {
     "max_batch_ocr": Setting(("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR",), "text lines per recognition call"),
     "max_image_pixels": Setting(("HAILO_IMMICH_MAX_IMAGE_PIXELS",), "decoded pixel bound (decompression bombs)"),
     "max_request_bytes": Setting(("HAILO_IMMICH_MAX_REQUEST_BYTES",), "largest /predict body accepted"),
-    "ocr_max_resolution": Setting(("HAILO_IMMICH_OCR_MAX_RESOLUTION",), "OCR detection input of `serve` at most this squared in pixels (a larger maxResolution is lowered, and the request log says so)"),
+    "ocr_max_resolution": Setting(("HAILO_IMMICH_OCR_MAX_RESOLUTION",), "OCR detection input at most this squared in pixels, in `serve` and batch commands (a larger maxResolution is lowered; the request log or the command says so)"),
     "max_queue": Setting(("HAILO_IMMICH_MAX_QUEUE",), "predict requests allowed to wait for a slot in `serve` (more: 503)"),
     "model_backends": Setting(("HAILO_IMMICH_MODEL_BACKENDS",), "backend per task, e.g. 'face-recognition=cpu,ocr=cpu' (Immich's task names facial-recognition, clip, ocr set both steps)"),
     "task_recipes": Setting(("HAILO_IMMICH_TASK_RECIPES",), "recipe per task, e.g. 'face-detection=scrfd-10g-hailo8'"),

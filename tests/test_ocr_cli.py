@@ -16,8 +16,8 @@ from hailo_immich_cli.testkit.ocr_samples import render_lines
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str], models_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HAILO_IMMICH_MODELS_DIR": str(models_dir), "NO_COLOR": "1"}
+def _run(args: list[str], models_dir: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HAILO_IMMICH_MODELS_DIR": str(models_dir), "NO_COLOR": "1", **extra_env}
     return subprocess.run([sys.executable, "-m", "hailo_immich_cli", "ocr", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -69,3 +69,17 @@ def test_ocr_table_and_jsonl_and_options(folder: Path, cpu_models):
 def test_ocr_rejects_json_and_jsonl_together(tmp_path: Path, cpu_models):
     proc = _run([str(tmp_path), "--json", "--jsonl", "--backend", "cpu"], cpu_models.models_dir)
     assert proc.returncode == 2 and "choose one" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_long_thin_image_is_held_to_the_pixel_budget_and_the_command_says_so(tmp_path: Path, cpu_models):
+    strip = tmp_path / "banner.png"
+    Image.fromarray(render_lines(["a banner far wider than it is tall " * 3], (3200, 100), font_size=40)).save(strip)
+    plain = _run([str(strip), "--json", "--backend", "cpu"], cpu_models.models_dir)
+    assert plain.returncode == 0, plain.stderr
+    assert "maxResolution" not in plain.stderr  # 3200x100 is within the default 2048^2 budget
+    bounded = _run([str(strip), "--json", "--backend", "cpu"], cpu_models.models_dir, HAILO_IMMICH_OCR_MAX_RESOLUTION="300")
+    assert bounded.returncode == 0, bounded.stderr
+    # 300^2 pixels for a 32:1 image: the shorter side goes from 100 to int(100 * 300 / sqrt(320000)) = 53
+    assert "banner.png: maxResolution=736->53(HAILO_IMMICH_OCR_MAX_RESOLUTION=300)" in bounded.stderr
+    assert json.loads(bounded.stdout)[0]["width"] == 3200  # boxes stay in the file's pixels

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich.markup import escape
 
 from hailo_immich_cli.commands._common import (
     BackendOption, DetectorOption, JsonlOption, JsonOption, ModelsDirOption, RecognizerOption, check_arguments, db_option,
@@ -48,6 +49,8 @@ def register(app: typer.Typer) -> None:
                     session, image.rgb, detector=detector, recognizer=recognizer,
                     min_det_score=min_det_score, max_resolution=max_resolution, min_rec_score=min_rec_score,
                 )
+                for note in result.notes:  # the detector ran at a lower resolution than asked
+                    err.print(f"[yellow]note[/] {escape(str(path))}: {escape(note)}", markup=True, highlight=False, soft_wrap=True)
                 if sink is not None:
                     images[path] = image
                 return result

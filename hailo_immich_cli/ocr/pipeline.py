@@ -16,6 +16,7 @@ from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
 from hailo_immich_cli.ocr.detect import detect_text
 from hailo_immich_cli.ocr.order import immich_order, reading_order
+from hailo_immich_cli.ocr.task import bounded_resolution
 from hailo_immich_cli.ocr.recognize import crop_lines, crop_lines_fast, recognize
 
 
@@ -40,6 +41,8 @@ class OcrResult:
     detections: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 2), np.float32))
     detection_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     tiles: int = 1  # detector runs this image took
+    # Said about this image's run, e.g. that its detector resolution was lowered (see bounded_resolution).
+    notes: tuple[str, ...] = ()
 
     @property
     def texts(self) -> list[str]:
@@ -73,6 +76,9 @@ def read_text(
 ) -> OcrResult:
     """Text lines of one RGB image with boxes in its pixels; lines scoring <= min_rec_score are dropped.
 
+    The detector's input is held to HAILO_IMMICH_OCR_MAX_RESOLUTION squared (`bounded_resolution`);
+    when that lowers max_resolution, `notes` says so.
+
     A Pillow image is used as it is (Immich's resize and crops are Pillow's; no array copy is made
     unless the detector tiles). host_path "fast" resizes and crops with OpenCV instead (not exact).
     """
@@ -92,11 +98,16 @@ def read_text(
         with session.host_time(det_recipe.id):
             pil = Image.fromarray(array)
     width, height = pil.size if pil is not None else (array.shape[1], array.shape[0])
+    notes: tuple[str, ...] = ()
+    if not tiles:  # tiled detection holds its own bound (max_tiles)
+        requested = int(max_resolution if max_resolution is not None else det_recipe.preprocess.get("max_resolution", 736))
+        max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution)
+        notes = (lowered,) if lowered else ()
     det = detect_text(session, det_recipe, array, None if fast else pil, min_score=min_det_score, max_resolution=max_resolution,
                       width=width, height=height)
     rec_model = session.model(rec_recipe.id)
     if len(det.boxes) == 0:
-        return OcrResult([], width, height, det.provenance, rec_model.provenance, det.boxes, det.scores, det.tiles)
+        return OcrResult([], width, height, det.provenance, rec_model.provenance, det.boxes, det.scores, det.tiles, notes)
     # Crops go to the recogniser in Immich's order: batch composition (and so padding) then matches.
     crop_order = immich_order(det.boxes)
     with session.host_time(rec_recipe.id):
@@ -113,7 +124,7 @@ def read_text(
         for i in reading_order(det.boxes).tolist()
         if texts[i][1] > threshold
     ]
-    return OcrResult(lines, width, height, det.provenance, rec.provenance, det.boxes, det.scores, det.tiles)
+    return OcrResult(lines, width, height, det.provenance, rec.provenance, det.boxes, det.scores, det.tiles, notes)
 
 
 def immich_response_order(result: OcrResult) -> list[tuple[OcrLine, float]]:

@@ -117,10 +117,7 @@ class OcrTask(Task):
         requested = det.options.get("maxResolution")
         if requested is None:
             requested = int(session.recipes.get(det.recipe_id).preprocess.get("max_resolution", 736))
-        width, height = image.size  # the decoded pixels the detector resizes (reduced on the fast path)
-        max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution)
-        if lowered:  # said in the request's log line
-            outcome.notes.append(lowered)
+        # The pipeline holds the detector's input to HAILO_IMMICH_OCR_MAX_RESOLUTION (a note for the log line).
         # The pipeline keeps every recognised line (threshold -1); ocr_json filters with strict >,
         # so "nothing detected" and "all filtered out" keep their distinct official key orders.
         # Boxes are answered normalised by the decoded size, so a reduced decode needs no mapping.
@@ -130,10 +127,11 @@ class OcrTask(Task):
             detector=det.recipe_id,
             recognizer=rec.recipe_id,
             min_det_score=det.options.get("minScore"),
-            max_resolution=max_resolution,
+            max_resolution=requested,
             min_rec_score=-1.0,
             host_path=host_path,
         )
+        outcome.notes.extend(result.notes)  # said in the request's log line
         outcome.backends[result.detector.recipe_id] = result.detector.backend
         outcome.backends[result.recognizer.recipe_id] = result.recognizer.backend
         # Lines in the official service's order (its sort quirk included); each line keeps its own
