@@ -96,6 +96,7 @@ class ModelFiles:
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(entries, fh, indent=0)
+                os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of the models dir
                 os.replace(tmp, target)
             except BaseException:
                 os.unlink(tmp)
