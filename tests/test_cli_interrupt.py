@@ -7,6 +7,7 @@ interpreter tore down).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -38,10 +39,10 @@ def library(photos, tmp_path_factory) -> tuple[Path, dict]:
     return root, make_library(root, photos, count=30, max_side=256)
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "hailo_immich_cli", *args], cwd=REPO, env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
 def stop(proc: subprocess.Popen, signum: int) -> tuple[int, str]:
@@ -77,14 +78,14 @@ def wait_for(predicate, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def interrupt_mid_run(args: list[str], env: dict[str, str], db: Path, signum: int) -> None:
+def interrupt_mid_run(args: list[str], env: dict[str, str], db: Path, signum: int, stdout=subprocess.DEVNULL) -> None:
     """Start the command, signal it once it has committed results of its own, and check it stopped cleanly.
 
     Rows an earlier interrupted run left do not count: signalling on those would hit the new process
     before Python has even installed a handler.
     """
     before = processed_count(db)
-    proc = start(args, env)
+    proc = start(args, env, stdout)
     wait_for(lambda: processed_count(db) > before or proc.poll() is not None, 120)
     assert proc.poll() is None, "the run ended before it could be interrupted mid-run"
     assert_clean_stop(*stop(proc, signum), signum)
@@ -128,7 +129,15 @@ def test_per_image_commands_stop_cleanly_mid_run(env, library, tmp_path, command
     root, _ = library
     db = tmp_path / f"{command}.db"
     # The library four times over: enough work that results are committed (every 2 s) well before the end.
-    interrupt_mid_run([command, *[str(root)] * 4, "--db", str(db), "--jsonl"], env, db, signal.SIGINT)
+    printed = tmp_path / "stdout.jsonl"
+    with printed.open("w") as out:
+        interrupt_mid_run([command, *[str(root)] * 4, "--db", str(db), "--jsonl"], env, db, signal.SIGINT, out)
+    # Results are committed every 2 s; what was read after the last commit is committed on the way out.
+    assert rows(db, "SELECT status FROM runs ORDER BY id DESC LIMIT 1") == [("interrupted",)]
+    records = [json.loads(line) for line in printed.read_text().splitlines() if line.strip()]
+    shown = {str(Path(r.get("file") or r.get("path")).resolve()) for r in records if not r.get("error")}
+    stored = {path for (path,) in rows(db, "SELECT path FROM files WHERE status = 'ok'")}
+    assert shown and shown <= stored, sorted(shown - stored)[:5]
 
 
 def test_bench_stops_cleanly_while_threads_run_the_models(env, tmp_path):

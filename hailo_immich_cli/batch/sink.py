@@ -88,6 +88,14 @@ class DbSink:
         self.pending = []
         self._last = time.monotonic()
 
+    def __enter__(self) -> "DbSink":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        """However the command ends, what it has read so far is committed and the run says how it ended
+        (Ctrl-C and SIGTERM arrive as KeyboardInterrupt)."""
+        self.close("completed" if kind is None else "interrupted" if issubclass(kind, KeyboardInterrupt) else "failed")
+
     def close(self, status: str = "completed") -> None:
         try:
             self.flush()

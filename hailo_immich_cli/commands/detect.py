@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -86,13 +87,12 @@ def register(app: typer.Typer) -> None:
                     images[path] = image
                 return result
 
-            for outcome in process_images(paths, work, err, summary, settings.max_image_pixels, show_progress=output.show_progress):
-                if sink is not None:
-                    sink.add_outcome(session, TASK, outcome, images.pop(outcome.path, None),
-                                     (("min_score", min_score), ("max_faces", max_faces)))
-                output.add(outcome.path, outcome.result, outcome.error, crops=crop_files.pop(outcome.path, None))
+            with sink if sink is not None else nullcontext():
+                for outcome in process_images(paths, work, err, summary, settings.max_image_pixels, show_progress=output.show_progress):
+                    if sink is not None:
+                        sink.add_outcome(session, TASK, outcome, images.pop(outcome.path, None),
+                                         (("min_score", min_score), ("max_faces", max_faces)))
+                    output.add(outcome.path, outcome.result, outcome.error, crops=crop_files.pop(outcome.path, None))
             output.close()
-            if sink is not None:
-                sink.close()
             report_failures(err, summary)
         raise typer.Exit(summary.exit_code)

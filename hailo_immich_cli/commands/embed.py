@@ -7,6 +7,7 @@ made it, so vectors from different models are never mixed up.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -109,12 +110,12 @@ def register(app: typer.Typer) -> None:
             def flush() -> None:
                 if feeds:
                     done = clip.encode_prepared(session, recipe, np.concatenate(feeds))
-                    out.add(labels[:], done.vectors, done.provenance)
-                    if sink is not None:
+                    if sink is not None:  # stored before printed: whatever was printed is in the database
                         from hailo_immich_cli.batch.store import TaskOutput
 
                         for label, image, vec in zip(labels, images, done.vectors):
                             sink.add(Path(label), image, [TaskOutput(TASK.name, done.provenance.model_id, done.provenance.backend, vec)])
+                    out.add(labels[:], done.vectors, done.provenance)
                     labels.clear()
                     feeds.clear()
                     images.clear()
@@ -127,16 +128,13 @@ def register(app: typer.Typer) -> None:
                     images.append(image)
                 return True
 
-            try:
+            with sink if sink is not None else nullcontext():
                 for outcome in process_images(paths or [], work, console, summary, max_pixels=settings.max_image_pixels):
                     if outcome.error and sink is not None:
                         sink.fail(outcome.path, outcome.error)
                     if len(feeds) >= max(1, recipe.batch_size):
                         flush()
                 flush()
-            finally:
-                if sink is not None:
-                    sink.close()
             out.close()
             report_failures(console, summary)
             if summary.ok == 0 and not summary.failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -56,13 +57,12 @@ def register(app: typer.Typer) -> None:
                 return result
 
             outcomes = process_images(paths, work, err, summary, max_pixels=settings.max_image_pixels, show_progress=output.show_progress)
-            for outcome in outcomes:
-                if sink is not None:
-                    sink.add_outcome(session, TASK, outcome, images.pop(outcome.path, None),
-                                     (("min_det_score", min_det_score), ("min_rec_score", min_rec_score), ("max_resolution", max_resolution)))
-                output.add(outcome.path, outcome.result, outcome.error)
-            if sink is not None:
-                sink.close()
+            with sink if sink is not None else nullcontext():
+                for outcome in outcomes:
+                    if sink is not None:
+                        sink.add_outcome(session, TASK, outcome, images.pop(outcome.path, None),
+                                         (("min_det_score", min_det_score), ("min_rec_score", min_rec_score), ("max_resolution", max_resolution)))
+                    output.add(outcome.path, outcome.result, outcome.error)
         output.close()
         report_failures(err, summary)
         raise typer.Exit(summary.exit_code)
