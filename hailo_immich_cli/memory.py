@@ -73,6 +73,11 @@ def tune_allocator() -> bool:
     return _tuned
 
 
+def policy() -> dict[str, object]:
+    """What /health says of the heap: whether glibc took the policy, and when memory is given back."""
+    return {"reuse_freed_buffers": bool(_tuned), "trim_after_idle_s": IDLE_TRIM_S, "trim_after_pixels": TRIM_AFTER_PIXELS}
+
+
 def request_ended(pixels: int, in_flight: int) -> None:
     """A request finished: after a large one trim now; with none left in flight, trim when idle."""
     global _trim_due

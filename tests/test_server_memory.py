@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image, ImageDraw, ImageFont
 
+from hailo_immich_cli import memory
 from hailo_immich_cli.errors import ImageTooLargeError
 from hailo_immich_cli.imaging import decode_image
 from hailo_immich_cli.server.metrics import Metrics
@@ -148,5 +149,7 @@ def test_memory_is_given_back_after_a_burst_of_huge_images(server, capsys):
               f"({after / idle:.2f}x idle)")
     assert peak > idle + 240 * 2**20  # the burst really held the decoded images (243 MB each)
     assert after <= 1.5 * idle
+    heap = server.get("/health").json()["server"]["heap"]
+    assert heap == {"reuse_freed_buffers": memory.tune_allocator(), "trim_after_idle_s": 5.0, "trim_after_pixels": 4_000_000}
     metrics = server.get("/metrics").text
     assert "hailo_immich_resident_memory_bytes " in metrics and "hailo_immich_resident_memory_peak_bytes " in metrics

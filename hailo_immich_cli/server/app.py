@@ -333,6 +333,7 @@ def health_report(state: ServerState) -> dict[str, Any]:
         "min_upload_bytes_per_s": settings.min_upload_bytes_per_s,
         "rss_bytes": rss,
         "peak_rss_bytes": peak,
+        "heap": memory.policy(),
         "uptime_s": round(time.time() - state.started, 1),
         **state.metrics.snapshot(),
     }
