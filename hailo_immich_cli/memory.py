@@ -6,7 +6,7 @@ freed) to mmap and unmaps it on free, so the next request faults the same pages 
 arena off, as in Immich's CPU image) paid that on every run: 26k page faults, a quarter of the
 detector's time. `tune_allocator` serves every buffer from one heap that keeps what is freed
 (one arena, so the request threads share it, and mmap and trim thresholds at KEEP_BYTES): the
-detector ran 27% faster. The price is that a busy process holds its working set; `maybe_trim`
+detector went from 126 to 101 ms a run. The price is that a busy process holds its working set; `maybe_trim`
 returns it with malloc_trim once no request has ended for IDLE_TRIM_S, and right after a request
 with a large image. Without glibc (musl, macOS) these are no-ops.
 """
