@@ -6,7 +6,7 @@ import io
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -275,6 +275,9 @@ def _spare_threads() -> Iterator[int]:
             _SPLITTING -= 1
 
 
+_MAP_MIN_PIXELS = 20_000  # a bicubic perspective crop of this size takes ~1 ms
+
+
 def pil_map(work: Callable[[T], R], items: Sequence[T], pixels: int) -> list[R]:
     """[work(item) for item in items], shared with idle cores when no other split step runs and
     the `pixels` to produce are worth a hand-off. `work` must release the GIL (Pillow's resize and
@@ -286,22 +289,31 @@ def pil_map(work: Callable[[T], R], items: Sequence[T], pixels: int) -> list[R]:
         order = iter(range(len(items)))
         lock = threading.Lock()
 
+        def stop() -> None:
+            with lock:
+                for _ in order:  # nothing more is handed out
+                    pass
+
         def drain() -> None:
             while True:
                 with lock:
                     i = next(order, None)
                 if i is None:
                     return
-                results[i] = work(items[i])
+                try:
+                    results[i] = work(items[i])
+                except BaseException:
+                    stop()
+                    raise
 
         helpers = [_pool().submit(drain) for _ in range(min(parts, len(items)) - 1)]
-        drain()
+        try:
+            drain()
+        finally:  # no helper outlives the call
+            wait(helpers)
         for helper in helpers:
             helper.result()
         return results  # type: ignore[return-value]
-
-
-_MAP_MIN_PIXELS = 20_000  # a bicubic perspective crop of this size takes ~1 ms
 
 
 def _horizontal(img: Image.Image, width: int, top: int, bottom: int, resample: int) -> Image.Image:

@@ -82,14 +82,23 @@ def test_pil_map_keeps_order_and_shares_the_work():
         assert len(threads) >= 2  # a lone caller hands items to the pool's thread too
 
 
-def test_pil_map_raises_the_first_failure():
+def test_pil_map_raises_the_failure_and_stops_handing_out_work():
+    import time
+
+    done: list[int] = []
+
     def work(i: int) -> int:
         if i == 3:
             raise ValueError("item 3")
+        time.sleep(0.01)
+        done.append(i)
         return i
 
     with pytest.raises(ValueError, match="item 3"):
-        pil_map(work, list(range(6)), 10**6)
+        pil_map(work, list(range(40)), 10**6)
+    settled = len(done)
+    time.sleep(0.1)
+    assert len(done) == settled < 39  # nothing still running after the call, the rest never started
 
 
 def test_ocr_line_crops_are_pillows_transforms_under_concurrent_requests():
