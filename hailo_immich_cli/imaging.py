@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import io
-import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hailo_immich_cli import cores
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
 
 _HEIF_REGISTERED = False
@@ -245,34 +244,8 @@ def fast_resize(src: np.ndarray, size: tuple[int, int], out: np.ndarray | None =
 
 # ---- Pillow's steps as Immich's Pillow runs them, on idle cores ------------------------------------
 _SPLIT_MIN_PIXELS = 1_000_000  # below this, handing rows to another thread costs more than it saves
-_POOL_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
-_SPLITTING = 0  # split Pillow steps running now: with two or more, the cores are busy anyway
-
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 4) - 1), thread_name_prefix="pillow")
-        return _POOL
-
-
-@contextmanager
-def _spare_threads() -> Iterator[int]:
-    """Threads a Pillow step may split into: 1 while another split step runs (the cores are busy)."""
-    global _SPLITTING
-    with _POOL_LOCK:
-        alone = _SPLITTING == 0
-        _SPLITTING += 1
-    try:
-        yield min(os.cpu_count() or 1, 4) if alone else 1
-    finally:
-        with _POOL_LOCK:
-            _SPLITTING -= 1
 
 
 _MAP_MIN_PIXELS = 20_000  # a bicubic perspective crop of this size takes ~1 ms
@@ -280,9 +253,9 @@ _MAP_MIN_PIXELS = 20_000  # a bicubic perspective crop of this size takes ~1 ms
 
 def pil_map(work: Callable[[T], R], items: Sequence[T], pixels: int) -> list[R]:
     """[work(item) for item in items], shared with idle cores when no other split step runs and
-    the `pixels` to produce are worth a hand-off. `work` must release the GIL (Pillow's resize and
+    the `pixels` to produce are worth a hand-off (`cores.claim`). `work` must release the GIL (Pillow's resize and
     transform do); each item's result is the same either way."""
-    with _spare_threads() as parts:
+    with cores.claim() as parts:
         if parts < 2 or len(items) < 2 or pixels < _MAP_MIN_PIXELS:
             return [work(item) for item in items]
         results: list[R | None] = [None] * len(items)
@@ -306,7 +279,7 @@ def pil_map(work: Callable[[T], R], items: Sequence[T], pixels: int) -> list[R]:
                     stop()
                     raise
 
-        helpers = [_pool().submit(drain) for _ in range(min(parts, len(items)) - 1)]
+        helpers = [cores.pool().submit(drain) for _ in range(min(parts, len(items)) - 1)]
         try:
             drain()
         finally:  # no helper outlives the call
@@ -332,7 +305,7 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
     vertical, through an 8-bit image. Pillow 13 runs the vertical pass first for some shapes, which
     moves a few pixel values; calling the passes one by one keeps Immich's pixels on any Pillow.
 
-    When no other split Pillow step is running (`pil_map`), the horizontal pass runs on row bands and the
+    When no other heavy step is running (`cores.claim`), the horizontal pass runs on row bands and the
     vertical pass on column bands in parallel threads (Pillow releases the GIL): same pixels, less
     wall time for a lone request, at the price of copying the bands (~10% more CPU).
 
@@ -345,14 +318,14 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
     if size[0] == width or size[1] == height:  # one pass only: no order to keep
         return img.resize(size, resample)
     top, bottom = source_rows(height, size[1], keep_rows, resample) if keep_rows else (0, height)
-    with _spare_threads() as parts:
+    with cores.claim() as parts:
         split = parts >= 2
         if not split or width * (bottom - top) < _SPLIT_MIN_PIXELS:
             band = _horizontal(img, size[0], top, bottom, resample)
             bands, cuts = [band], [top]
         else:
             cuts = [top + round(i * (bottom - top) / parts) for i in range(parts + 1)]
-            later = [_pool().submit(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts[1:-1], cuts[2:])]
+            later = [cores.pool().submit(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts[1:-1], cuts[2:])]
             bands = [_horizontal(img, size[0], cuts[0], cuts[1], resample)] + [f.result() for f in later]
         if (top, bottom) == (0, height) and len(bands) == 1:
             wide = bands[0]
@@ -363,7 +336,7 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
         if not split or size[0] * height < _SPLIT_MIN_PIXELS:
             return wide.resize(size, resample)
         cols = [round(i * size[0] / parts) for i in range(parts + 1)]
-        later = [_pool().submit(_vertical, wide, size[1], a, b, resample) for a, b in zip(cols[1:-1], cols[2:])]
+        later = [cores.pool().submit(_vertical, wide, size[1], a, b, resample) for a, b in zip(cols[1:-1], cols[2:])]
         bands = [_vertical(wide, size[1], cols[0], cols[1], resample)] + [f.result() for f in later]
         out = Image.new(img.mode, size)
         for left, band in zip(cols, bands):

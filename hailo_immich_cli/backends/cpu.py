@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import platform
+from concurrent.futures import wait
 from typing import Any, Mapping
 
 import numpy as np
 
+from hailo_immich_cli import cores
 from hailo_immich_cli.backends.base import Backend, LoadedModel, Provenance, TensorInfo
 from hailo_immich_cli.errors import BackendUnavailableError, ModelCorruptError, ModelMismatchError
 from hailo_immich_cli.models.files import ModelFiles
@@ -61,10 +63,13 @@ def _model_bytes(recipe: Recipe, path) -> bytes | str:
 
 
 class OnnxModel(LoadedModel):
-    def __init__(self, recipe: Recipe, session, provenance: Provenance):
+    def __init__(self, recipe: Recipe, session, provenance: Provenance, solo_sessions: tuple = ()):
         self.recipe = recipe
         self.session = session
         self.provenance = provenance
+        # `[cpu] split_batch`: single-threaded sessions of the same model, one per intra-op thread.
+        # A lone run of a batch is split over them (see `run`); each row's output is the same bits.
+        self._solo = tuple(solo_sessions)
         self.inputs = tuple(
             TensorInfo(i.name, tuple(_dim(d) for d in i.shape[1:]), _ORT_DTYPES.get(i.type, i.type)) for i in session.get_inputs()
         )
@@ -82,6 +87,26 @@ class OnnxModel(LoadedModel):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {name: np.ascontiguousarray(value) for name, value in feeds.items()}
         n = next(iter(feeds.values())).shape[0]
+        with cores.claim() as threads:
+            parts = min(threads, len(self._solo), n)
+            if parts >= 2 and not self._fixed_batch:
+                return self._run_split(feeds, n, parts)
+            return self._run(feeds, n)
+
+    def _run_split(self, feeds: Mapping[str, np.ndarray], n: int, parts: int) -> dict[str, np.ndarray]:
+        """Rows split over single-threaded sessions run side by side: ONNX Runtime's intra-op threads
+        scale poorly on small operators (the OCR recogniser's batch: 192 -> 122 ms on two cores)."""
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        slices = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(bounds, bounds[1:])]
+        later = [cores.pool().submit(session.run, self._output_names, part) for session, part in zip(self._solo[1:], slices[1:])]
+        try:
+            first = self._solo[0].run(self._output_names, slices[0])
+        finally:
+            wait(later)
+        outs = [first] + [f.result() for f in later]
+        return {name: np.concatenate([out[i] for out in outs]) for i, name in enumerate(self._output_names)}
+
+    def _run(self, feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         step = self._fixed_batch
         if not step or step == n:
             values = self.session.run(self._output_names, feeds)
@@ -108,9 +133,9 @@ class CpuBackend(Backend):
         self._ort = ort
         self.settings = settings
 
-    def _session_options(self):
+    def _session_options(self, intra_op_threads: int | None = None):
         opts = self._ort.SessionOptions()
-        opts.intra_op_num_threads = self.settings.ort_intra_op_threads
+        opts.intra_op_num_threads = intra_op_threads or self.settings.ort_intra_op_threads
         opts.inter_op_num_threads = self.settings.ort_inter_op_threads
         opts.log_severity_level = 3
         # Idle intra-op threads sleep instead of spinning (ORT's default spin burnt ~20 ms of CPU per
@@ -132,6 +157,10 @@ class CpuBackend(Backend):
         try:
             data = _model_bytes(recipe, path)
             session = self._ort.InferenceSession(data, sess_options=self._session_options(), providers=["CPUExecutionProvider"])
+            solo = ()
+            if recipe.raw.get("cpu", {}).get("split_batch") and self.settings.ort_intra_op_threads >= 2:
+                solo = tuple(self._ort.InferenceSession(data, sess_options=self._session_options(1), providers=["CPUExecutionProvider"])
+                             for _ in range(min(self.settings.ort_intra_op_threads, cores.MAX_THREADS)))
         except ModelMismatchError:
             raise
         except Exception as exc:  # ORT raises several unrelated types for a bad file
@@ -144,7 +173,7 @@ class CpuBackend(Backend):
             runtime=f"onnxruntime {self._ort.__version__}",
             extra={"path": str(path)},
         )
-        model = OnnxModel(recipe, session, provenance)
+        model = OnnxModel(recipe, session, provenance, solo)
         _check_against_recipe(recipe, model)
         return model
 

@@ -65,7 +65,8 @@ IMAGE_PRE = {
     "scale": allowed("float"), "color": allowed("str", "RGB", "BGR"),
 }
 
-CPU = {"dynamic_dims": Key("map", values="dims")}  # backends/cpu.py: input/output name -> dims (int or name)
+CPU = {"dynamic_dims": Key("map", values="dims"),  # backends/cpu.py: input/output name -> dims (int or name)
+       "split_batch": allowed("bool")}  # backends/cpu.py: a lone batch runs split over single-threaded sessions
 BENCH = {"input_shapes": Key("map", values="int_list")}  # bench.frame_shape: input name -> frame shape
 IMMICH_CACHE = {"root": allowed("str"), "folder": allowed("str"), "template": allowed("str")}  # recipes made from an Immich cache
 
