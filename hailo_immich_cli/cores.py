@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 MAX_THREADS = 4  # beyond this, handing work out costs more than the cores give back on these steps
 
 _LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 _RUNNING = 0  # heavy steps running now, in any thread
+
+R = TypeVar("R")
 
 
 def usable() -> int:
@@ -53,3 +55,14 @@ def claim() -> Iterator[int]:
     finally:
         with _LOCK:
             _RUNNING -= 1
+
+
+def fan_out(calls: Sequence[Callable[[], R]]) -> list[R]:
+    """The parts of a split step: the first runs here, the others on `pool()`; their results in
+    order, returned (or the first failure raised) only once every part has ended."""
+    later = [pool().submit(call) for call in calls[1:]]
+    try:
+        first = calls[0]()
+    finally:
+        wait(later)
+    return [first] + [f.result() for f in later]

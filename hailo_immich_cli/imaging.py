@@ -7,7 +7,7 @@ import threading
 import warnings
 from concurrent.futures import wait
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -325,8 +325,7 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
             bands, cuts = [band], [top]
         else:
             cuts = [top + round(i * (bottom - top) / parts) for i in range(parts + 1)]
-            later = [cores.pool().submit(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts[1:-1], cuts[2:])]
-            bands = [_horizontal(img, size[0], cuts[0], cuts[1], resample)] + [f.result() for f in later]
+            bands = cores.fan_out([partial(_horizontal, img, size[0], a, b, resample) for a, b in zip(cuts, cuts[1:])])
         if (top, bottom) == (0, height) and len(bands) == 1:
             wide = bands[0]
         else:
@@ -336,8 +335,7 @@ def pil_resize(img: Image.Image, size: tuple[int, int], resample: int, keep_rows
         if not split or size[0] * height < _SPLIT_MIN_PIXELS:
             return wide.resize(size, resample)
         cols = [round(i * size[0] / parts) for i in range(parts + 1)]
-        later = [cores.pool().submit(_vertical, wide, size[1], a, b, resample) for a, b in zip(cols[1:-1], cols[2:])]
-        bands = [_vertical(wide, size[1], cols[0], cols[1], resample)] + [f.result() for f in later]
+        bands = cores.fan_out([partial(_vertical, wide, size[1], a, b, resample) for a, b in zip(cols, cols[1:])])
         out = Image.new(img.mode, size)
         for left, band in zip(cols, bands):
             out.paste(band, (left, 0))

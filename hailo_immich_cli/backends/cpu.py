@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from concurrent.futures import wait
+from functools import partial
 from typing import Any, Mapping
 
 import numpy as np
@@ -98,12 +98,7 @@ class OnnxModel(LoadedModel):
         scale poorly on small operators (the OCR recogniser's batch: 192 -> 122 ms on two cores)."""
         bounds = [round(i * n / parts) for i in range(parts + 1)]
         slices = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(bounds, bounds[1:])]
-        later = [cores.pool().submit(session.run, self._output_names, part) for session, part in zip(self._solo[1:], slices[1:])]
-        try:
-            first = self._solo[0].run(self._output_names, slices[0])
-        finally:
-            wait(later)
-        outs = [first] + [f.result() for f in later]
+        outs = cores.fan_out([partial(session.run, self._output_names, part) for session, part in zip(self._solo, slices)])
         return {name: np.concatenate([out[i] for out in outs]) for i, name in enumerate(self._output_names)}
 
     def _run(self, feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
