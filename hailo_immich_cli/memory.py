@@ -6,9 +6,9 @@ freed) to mmap and unmaps it on free, so the next request faults the same pages 
 arena off, as in Immich's CPU image) paid that on every run: 26k page faults, a quarter of the
 detector's time. `tune_allocator` serves every buffer from one heap that keeps what is freed
 (one arena, so the request threads share it, and mmap and trim thresholds at KEEP_BYTES): the
-detector went from 126 to 101 ms a run. The price is that a busy process holds its working set; `maybe_trim`
-returns it with malloc_trim once no request has ended for IDLE_TRIM_S, and right after a request
-with a large image. Without glibc (musl, macOS) these are no-ops.
+detector went from 126 to 101 ms a run. The price is that a busy process holds its working set;
+`maybe_trim` returns it with malloc_trim once no request has ended for IDLE_TRIM_S, and right after
+a request with a large image. Without glibc (musl, macOS) these are no-ops.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-log = logging.getLogger("hailo_immich.server")
+log = logging.getLogger("hailo_immich.memory")
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8

@@ -45,8 +45,7 @@ PROBE = textwrap.dedent("""
 
     t = threading.Thread(target=requests)
     t.start(); t.join()
-    memory.request_ended(0, 0)
-    memory.IDLE_TRIM_S = 0
+    memory.IDLE_TRIM_S = 0  # the server has been idle long enough
     memory.request_ended(0, 0)
     memory.maybe_trim()
     time.sleep(0.5)
