@@ -44,6 +44,24 @@ def short_side_size(height: int, width: int, max_resolution: int, multiple: int 
     return int(round(rh / multiple) * multiple), int(round(rw / multiple) * multiple)
 
 
+def bounded_resolution(requested: int, width: int, height: int, limit: int, floor: int = 32) -> tuple[int, str | None]:
+    """The maxResolution OCR detection may run at, and a note for the request log when it was lowered.
+
+    The detector's work and memory grow with its input (about 180 bytes per pixel on the CPU), so
+    its input is held to `limit`^2 pixels: a maxResolution above `limit`, or a long thin image whose
+    shorter side fits but whose area does not, is scaled down further. Below the bound the answer is
+    the official service's (it never upscales: maxResolution >= the shorter side means full size).
+    It never goes below `floor`, one detector cell.
+    """
+    short = min(width, height)
+    scale = min(1.0, requested / short) if short else 1.0
+    budget = limit / math.sqrt(max(1, width * height))
+    if scale <= budget:
+        return requested, None
+    bounded = max(floor, int(short * budget))
+    return bounded, f"maxResolution={requested}->{bounded}(HAILO_IMMICH_OCR_MAX_RESOLUTION={limit})"
+
+
 def short_side_input(image: Image.Image | np.ndarray, recipe: Recipe, max_resolution: int) -> np.ndarray:
     """Immich's detector input from a Pillow image (LANCZOS, exact); from an array (the fast host
     path) the same size with OpenCV (`fast_resize`)."""

@@ -14,9 +14,8 @@ from PIL import Image
 
 from hailo_immich_cli.backends.base import Provenance
 from hailo_immich_cli.errors import BadInputError, ImageTooLargeError
-from hailo_immich_cli.ocr.detect import detect_text
+from hailo_immich_cli.ocr.detect import bounded_resolution, detect_text
 from hailo_immich_cli.ocr.order import immich_order, reading_order
-from hailo_immich_cli.ocr.task import bounded_resolution
 from hailo_immich_cli.ocr.recognize import crop_lines, crop_lines_fast, recognize
 
 
@@ -101,7 +100,8 @@ def read_text(
     notes: tuple[str, ...] = ()
     if not tiles:  # tiled detection holds its own bound (max_tiles)
         requested = int(max_resolution if max_resolution is not None else det_recipe.preprocess.get("max_resolution", 736))
-        max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution)
+        max_resolution, lowered = bounded_resolution(requested, width, height, session.settings.ocr_max_resolution,
+                                                     int(det_recipe.preprocess.get("multiple", 32)))
         notes = (lowered,) if lowered else ()
     det = detect_text(session, det_recipe, array, None if fast else pil, min_score=min_det_score, max_resolution=max_resolution,
                       width=width, height=height)

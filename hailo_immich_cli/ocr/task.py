@@ -5,7 +5,6 @@ The pipeline is imported on first use, so the registry stays cheap to load.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,23 +18,6 @@ DETECTION, RECOGNITION = "ocr-detection", "ocr-recognition"
 IMMICH_DEFAULT_MIN_REC_SCORE = 0.8
 MIN_RESOLUTION = 32
 DICTIONARY_METADATA_KEY = "character"  # Immich (RapidOCR) reads the recogniser's characters from this metadata key
-
-
-def bounded_resolution(requested: int, width: int, height: int, limit: int) -> tuple[int, str | None]:
-    """The maxResolution OCR detection may run at, and a note for the request log when it was lowered.
-
-    The detector's work and memory grow with its input (about 180 bytes per pixel on the CPU), so
-    its input is held to `limit`^2 pixels: a maxResolution above `limit`, or a long thin image whose
-    shorter side fits but whose area does not, is scaled down further. Below the bound the answer is
-    the official service's (it never upscales: maxResolution >= the shorter side means full size).
-    """
-    short = min(width, height)
-    scale = min(1.0, requested / short) if short else 1.0
-    budget = limit / math.sqrt(max(1, width * height))
-    if scale <= budget:
-        return requested, None
-    bounded = max(MIN_RESOLUTION, int(short * budget))
-    return bounded, f"maxResolution={requested}->{bounded}(HAILO_IMMICH_OCR_MAX_RESOLUTION={limit})"
 
 
 def ocr_json(lines: Sequence[Any], width: int, height: int, min_score: float) -> dict[str, Any]:
