@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import bottle
 
-from hailo_immich_cli import __version__
+from hailo_immich_cli import __version__, memory
 from hailo_immich_cli.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -28,7 +28,6 @@ from hailo_immich_cli.errors import (
 )
 from hailo_immich_cli.imaging import DecodedImage, header_pixels
 from hailo_immich_cli.models.resolve import default_placement
-from hailo_immich_cli import memory
 from hailo_immich_cli.server import logs, protocol
 from hailo_immich_cli.server.jsonfmt import NonFiniteError, dumps
 from hailo_immich_cli.server.multipart import BODY_KEY, Part, split_form
